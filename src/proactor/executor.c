@@ -1,0 +1,168 @@
+/*
+ * Executors: where stream handlers run.  The loop hands over one event per
+ * stream at a time (px_stream.ev) and hears back through PX_REQ_DONE, so a
+ * stream's handlers never overlap whatever the executor.
+ *   pool   fixed workers sharing one FIFO queue (mutex + condition variable)
+ *   thread one detached thread per event, ending when the handler returns
+ *   inline the loop thread itself
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+void px__exec_run_event(px_stream *s)
+{
+    void *user = atomic_load_explicit(&s->user, memory_order_acquire);
+    switch (s->ev) {
+    case PX_EV_OPEN:
+        s->h.on_open(s, user);
+        break;
+    case PX_EV_DATA:
+        if (!atomic_load(&s->no_data))
+            s->h.on_data(s, s->ev_data, s->ev_len, user);
+        break;
+    case PX_EV_CLOSE:
+        s->h.on_close(s, s->cause, user);
+        break;
+    case PX_EV_NONE:
+        break;
+    }
+}
+
+/* Off the loop thread: run the event, free its bytes, tell the loop. */
+static void run_and_report(px_stream *s)
+{
+    px__exec_run_event(s);
+    if (s->ev_owned)
+        free(s->ev_data);
+    s->ev_data = NULL;
+    s->ev_owned = false;
+    px__stream_request(s, PX_REQ_DONE);
+}
+
+static void *pool_worker(void *arg)
+{
+    px_exec *x = arg;
+    pthread_mutex_lock(&x->lock);
+    for (;;) {
+        while (!x->head && !x->stopping)
+            pthread_cond_wait(&x->cond, &x->lock);
+        px_stream *s = x->head;
+        if (!s)
+            break; /* stopping and drained */
+        x->head = s->exec_next;
+        if (!x->head)
+            x->tail = NULL;
+        pthread_mutex_unlock(&x->lock);
+        run_and_report(s);
+        pthread_mutex_lock(&x->lock);
+    }
+    pthread_mutex_unlock(&x->lock);
+    return NULL;
+}
+
+static void *event_thread(void *arg)
+{
+    px_stream *s = arg;
+    px_exec *x = &s->loop->exec;
+    run_and_report(s);
+    pthread_mutex_lock(&x->lock);
+    if (--x->live == 0)
+        pthread_cond_broadcast(&x->idle_cond);
+    pthread_mutex_unlock(&x->lock);
+    return NULL;
+}
+
+int px__exec_init(px_loop *loop)
+{
+    px_exec *x = &loop->exec;
+    x->kind = loop->opts.executor;
+    pthread_mutex_init(&x->lock, NULL);
+    pthread_cond_init(&x->cond, NULL);
+    pthread_cond_init(&x->idle_cond, NULL);
+    if (x->kind != PX_EXEC_POOL)
+        return 0;
+    unsigned n = loop->opts.threads;
+    if (!n) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cpus > 0 ? (unsigned)cpus : 1;
+    }
+    x->threads = calloc(n, sizeof(*x->threads));
+    if (!x->threads)
+        return -ENOMEM;
+    for (unsigned i = 0; i < n; i++) {
+        int rc = pthread_create(&x->threads[i], NULL, pool_worker, x);
+        if (rc) {
+            x->nthreads = i;
+            px__exec_fini(loop);
+            return -rc;
+        }
+        x->nthreads = i + 1;
+    }
+    return 0;
+}
+
+void px__exec_submit(px_loop *loop, px_stream *s)
+{
+    px_exec *x = &loop->exec;
+    s->exec_next = NULL;
+    switch (x->kind) {
+    case PX_EXEC_POOL:
+        pthread_mutex_lock(&x->lock);
+        if (x->tail)
+            x->tail->exec_next = s;
+        else
+            x->head = s;
+        x->tail = s;
+        pthread_cond_signal(&x->cond);
+        pthread_mutex_unlock(&x->lock);
+        return;
+    case PX_EXEC_THREAD: {
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_t th;
+        pthread_mutex_lock(&x->lock);
+        x->live++;
+        pthread_mutex_unlock(&x->lock);
+        int rc = pthread_create(&th, &attr, event_thread, s);
+        pthread_attr_destroy(&attr);
+        if (rc == 0)
+            return;
+        pthread_mutex_lock(&x->lock);
+        x->live--;
+        pthread_mutex_unlock(&x->lock);
+        /* Out of threads: run it here rather than lose or delay the event. */
+        break;
+    }
+    case PX_EXEC_INLINE:
+        break;
+    }
+    /* Inline, on the loop thread. */
+    px__exec_run_event(s);
+    if (s->ev_owned)
+        free(s->ev_data);
+    s->ev_data = NULL;
+    s->ev_owned = false;
+    px__stream_event_done(s);
+}
+
+void px__exec_fini(px_loop *loop)
+{
+    px_exec *x = &loop->exec;
+    pthread_mutex_lock(&x->lock);
+    x->stopping = true;
+    pthread_cond_broadcast(&x->cond);
+    while (x->live)
+        pthread_cond_wait(&x->idle_cond, &x->lock);
+    pthread_mutex_unlock(&x->lock);
+    for (unsigned i = 0; i < x->nthreads; i++)
+        pthread_join(x->threads[i], NULL);
+    free(x->threads);
+    x->threads = NULL;
+    x->nthreads = 0;
+    pthread_cond_destroy(&x->cond);
+    pthread_cond_destroy(&x->idle_cond);
+    pthread_mutex_destroy(&x->lock);
+}

@@ -1,0 +1,232 @@
+/*
+ * Private definitions shared by the files of libproactor: the loop, stream,
+ * listener and timer structures, and the calls the core files make to each
+ * other.  Nothing here is exported (the library is built with hidden
+ * visibility); the backend table lives in backend.h.
+ */
+#ifndef PX_INTERNAL_H
+#define PX_INTERNAL_H
+
+#include "proactor.h"
+
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/uio.h>
+
+struct px_backend_ops;
+
+/* What an epoll data pointer (or io_uring user_data) designates. */
+typedef enum px_io_kind { PX_IO_WAKE, PX_IO_LISTENER, PX_IO_STREAM } px_io_kind;
+typedef struct px_io {
+    px_io_kind kind;
+} px_io;
+
+struct px_buf {
+    atomic_uint refs;
+    size_t len;
+    const char *data;
+    void (*free_fn)(const void *data, void *ctx);
+    void *ctx;
+    char bytes[]; /* the copy, for px_buf_new/px_buf_alloc */
+};
+
+typedef enum px_stream_state {
+    PX_ST_NEW,     /* created, not yet registered with the backend */
+    PX_ST_OPEN,    /* reading and writing */
+    PX_ST_CLOSING, /* graceful close: flushing the queue, not reading */
+    PX_ST_CLOSED,  /* descriptor closed; on_close pending or done */
+} px_stream_state;
+
+typedef enum px_event {
+    PX_EV_NONE,
+    PX_EV_OPEN,
+    PX_EV_DATA,
+    PX_EV_CLOSE,
+} px_event;
+
+/* Requests other threads make of a stream's loop, as bits in px_stream.req. */
+enum {
+    PX_REQ_START = 1u << 0, /* register with the backend (px_stream_open) */
+    PX_REQ_FLUSH = 1u << 1, /* the send queue got data */
+    PX_REQ_CLOSE = 1u << 2, /* px_stream_close */
+    PX_REQ_ABORT = 1u << 3, /* px_stream_abort */
+    PX_REQ_DONE = 1u << 4,  /* the executor finished the stream's event */
+};
+
+struct px_stream {
+    px_io io; /* first: epoll data points here */
+    px_loop *loop;
+    int fd;
+    atomic_uint refs;
+    px_stream_handlers h;
+    _Atomic(void *) user;
+
+    /* Cross-thread requests: bits set with atomic OR; the stream sits on the
+     * loop's request list at most once (req_queued, under loop->lock). */
+    atomic_uint req;
+    px_stream *req_next;
+    bool req_queued;
+    atomic_bool no_data; /* close/abort requested: start no more on_data */
+
+    /* Send queue: a ring of buffer references, under lock.  Other threads
+     * append; only the loop thread consumes. */
+    pthread_mutex_t lock;
+    px_buf **q;
+    unsigned q_cap, q_head, q_len;
+    size_t q_off;   /* bytes of q[q_head] already written */
+    size_t q_bytes; /* bytes queued and not yet written */
+    size_t q_max;
+    bool send_closed;   /* refuse new sends */
+    bool flush_pending; /* a FLUSH request is on its way to the loop */
+
+    /* Loop thread only. */
+    px_stream_state state;
+    int cause;         /* for on_close */
+    bool busy;         /* an event is with the executor */
+    bool want_read;    /* read when idle */
+    bool want_flush;   /* queue has data to write */
+    bool pend_queued;  /* on loop->pend list */
+    bool close_sent;   /* on_close dispatched */
+    bool is_socket;
+    px_event ev;       /* the event given to the executor */
+    char *ev_data;
+    size_t ev_len;
+    bool ev_owned;     /* ev_data is a heap copy the executor frees */
+    px_stream *pend_next;
+    px_stream *exec_next; /* executor queue */
+    px_stream *prev, *next; /* loop->streams */
+    px_timer *linger;
+
+    /* Backend state (loop thread only). */
+    bool be_readable, be_writable, be_rdhup, be_want_read, be_want_write;
+
+    /* Peer address, kept so px_stream_peer never touches the descriptor. */
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+    } peer;
+};
+
+struct px_listener {
+    px_io io;
+    px_loop *loop;
+    int fd;
+    uint16_t port;
+    bool active;       /* registered with the backend */
+    px_stream_handlers h;
+    void *user;
+    px_stream_opts sopts;
+    void (*on_accept_error)(px_listener *l, int err, void *user);
+    px_timer *pause; /* retry timer while accepting is paused */
+    px_listener *prev, *next;
+};
+
+struct px_timer {
+    px_loop *loop;
+    uint64_t due_ms;
+    uint64_t period_ms;
+    void (*fn)(px_timer *t, void *user);
+    void *user;
+    atomic_uint refs;      /* caller's handle + the loop's heap entry */
+    atomic_bool cancelled;
+    unsigned heap_idx;     /* index in loop->heap, or UINT_MAX */
+    uint64_t seq;          /* tie-break: equal deadlines fire in start order */
+};
+
+typedef struct px_post {
+    void (*fn)(void *arg);
+    void *arg;
+    struct px_post *next;
+} px_post;
+
+typedef struct px_exec {
+    px_executor kind;
+    unsigned nthreads;
+    pthread_t *threads;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;      /* workers wait for work */
+    pthread_cond_t idle_cond; /* destroy waits for detached threads */
+    px_stream *head, *tail;   /* pool queue */
+    unsigned live;            /* running per-event threads */
+    bool stopping;
+} px_exec;
+
+struct px_loop {
+    const struct px_backend_ops *be;
+    void *be_data;
+    px_backend backend;
+    px_loop_opts opts;
+    px_io wake_io;
+
+    atomic_bool stop;
+    atomic_bool running;
+    _Atomic(pthread_t) thread; /* valid while running */
+    atomic_bool in_run;
+    bool destroying;
+
+    /* Cross-thread state, under lock. */
+    pthread_mutex_t lock;
+    px_post *posts, *posts_tail;
+    px_stream *reqs, *reqs_tail;
+    bool wake_pending;
+    px_timer **heap;
+    unsigned heap_len, heap_cap;
+    uint64_t timer_seq;
+
+    /* Loop thread only. */
+    px_stream *pend, *pend_tail;
+    px_stream *streams;     /* every registered stream */
+    px_listener *listeners; /* every active listener */
+    char *rbuf;             /* read scratch, opts.recv_bytes */
+    int reserve_fd;         /* spare descriptor for EMFILE shedding */
+    bool self_posted;       /* the loop thread posted to itself */
+
+    px_exec exec;
+};
+
+/* loop.c */
+bool px__on_loop(const px_loop *loop);
+void px__wake(px_loop *loop);
+void px__stream_request(px_stream *s, unsigned bits);
+void px__schedule(px_stream *s);
+
+/* stream.c (loop thread unless noted) */
+px_stream *px__stream_new(px_loop *loop, int fd, const px_stream_handlers *h,
+                          void *user, const px_stream_opts *opts);
+void px__stream_start(px_stream *s);
+void px__stream_handle_requests(px_stream *s, unsigned bits);
+void px__stream_progress(px_stream *s);
+void px__stream_begin_close(px_stream *s, int cause, bool abortive);
+void px__stream_event_done(px_stream *s);
+/* Called by backends. */
+void px__stream_received(px_stream *s, const char *data, ssize_t n);
+int px__stream_iov(px_stream *s, struct iovec *iov, int max);
+void px__stream_sent(px_stream *s, size_t n);
+void px__stream_send_failed(px_stream *s, int err);
+void px__stream_closed(px_stream *s);
+void px__listener_accepted(px_listener *l, int fd);
+void px__listener_failed(px_listener *l, int err);
+void px__listener_start(px_listener *l);
+void px__listener_shutdown(px_listener *l);
+
+/* timer.c */
+int64_t px__timers_timeout_ms(px_loop *loop); /* -1: none; under no lock */
+void px__timers_run(px_loop *loop);
+void px__timers_drop(px_loop *loop);
+
+/* executor.c */
+int px__exec_init(px_loop *loop);
+void px__exec_submit(px_loop *loop, px_stream *s);
+void px__exec_fini(px_loop *loop);
+void px__exec_run_event(px_stream *s);
+
+/* buf.c */
+static inline unsigned px__refs_dec(atomic_uint *r)
+{
+    return atomic_fetch_sub_explicit(r, 1, memory_order_acq_rel) - 1;
+}
+
+#endif

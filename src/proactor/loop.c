@@ -1,0 +1,362 @@
+/*
+ * The loop: backend choice, run/stop, and the two cross-thread channels into
+ * the loop thread (posted functions and stream requests), both woken through
+ * the backend's single wake-up, written only on the empty -> non-empty
+ * transition.  Streams, executors and timers live in their own files.
+ */
+#include "backend.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PX_DEFAULT_SENDQ (1u << 20)
+#define PX_DEFAULT_RECV (64u << 10)
+#define PX_DEFAULT_LINGER_MS 5000u
+#define PX_MAX_THREADS 1024u
+
+const char *px_strerror(int err)
+{
+    if (err == PX_ESENDQ)
+        return "send queue full (the peer is not reading)";
+    if (err == -ENOTSUP)
+        return "not supported (backend unavailable)";
+    const char *s = err < 0 ? strerrordesc_np(-err) : NULL;
+    return s ? s : (err == 0 ? "success" : "unknown error");
+}
+
+const char *px_backend_name(px_backend b)
+{
+    switch (b) {
+    case PX_BACKEND_AUTO: return "auto";
+    case PX_BACKEND_EPOLL: return "epoll";
+    case PX_BACKEND_IO_URING: return "io_uring";
+    }
+    return "?";
+}
+
+const char *px_executor_name(px_executor e)
+{
+    switch (e) {
+    case PX_EXEC_POOL: return "pool";
+    case PX_EXEC_THREAD: return "thread";
+    case PX_EXEC_INLINE: return "inline";
+    }
+    return "?";
+}
+
+int px_backend_parse(const char *name, px_backend *out)
+{
+    for (int b = PX_BACKEND_AUTO; b <= PX_BACKEND_IO_URING; b++) {
+        if (name && out && strcmp(name, px_backend_name((px_backend)b)) == 0) {
+            *out = (px_backend)b;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+int px_executor_parse(const char *name, px_executor *out)
+{
+    for (int e = PX_EXEC_POOL; e <= PX_EXEC_INLINE; e++) {
+        if (name && out && strcmp(name, px_executor_name((px_executor)e)) == 0) {
+            *out = (px_executor)e;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+bool px__on_loop(const px_loop *loop)
+{
+    return atomic_load_explicit(&loop->running, memory_order_acquire) &&
+           pthread_equal(atomic_load_explicit(&loop->thread, memory_order_relaxed),
+                         pthread_self());
+}
+
+void px__wake(px_loop *loop) { loop->be->wake(loop); }
+
+/* Appends to the cross-thread lists; returns whether the loop must be woken. */
+static bool need_wake_locked(px_loop *loop)
+{
+    if (loop->wake_pending)
+        return false;
+    loop->wake_pending = true;
+    return true;
+}
+
+void px__schedule(px_stream *s)
+{
+    if (s->pend_queued)
+        return;
+    px_loop *loop = s->loop;
+    s->pend_queued = true;
+    s->pend_next = NULL;
+    px_stream_retain(s);
+    if (loop->pend_tail)
+        loop->pend_tail->pend_next = s;
+    else
+        loop->pend = s;
+    loop->pend_tail = s;
+}
+
+void px__stream_request(px_stream *s, unsigned bits)
+{
+    px_loop *loop = s->loop;
+    atomic_fetch_or_explicit(&s->req, bits, memory_order_acq_rel);
+    if (px__on_loop(loop)) {
+        px__schedule(s);
+        return;
+    }
+    bool wake = false;
+    pthread_mutex_lock(&loop->lock);
+    if (!s->req_queued) {
+        s->req_queued = true;
+        s->req_next = NULL;
+        px_stream_retain(s);
+        if (loop->reqs_tail)
+            loop->reqs_tail->req_next = s;
+        else
+            loop->reqs = s;
+        loop->reqs_tail = s;
+        wake = need_wake_locked(loop);
+    }
+    pthread_mutex_unlock(&loop->lock);
+    if (wake)
+        px__wake(loop);
+}
+
+int px_loop_post(px_loop *loop, void (*fn)(void *arg), void *arg)
+{
+    if (!loop || !fn)
+        return -EINVAL;
+    px_post *p = malloc(sizeof(*p));
+    if (!p)
+        return -ENOMEM;
+    p->fn = fn;
+    p->arg = arg;
+    p->next = NULL;
+    bool on_loop = px__on_loop(loop);
+    pthread_mutex_lock(&loop->lock);
+    if (loop->posts_tail)
+        loop->posts_tail->next = p;
+    else
+        loop->posts = p;
+    loop->posts_tail = p;
+    bool wake = !on_loop && need_wake_locked(loop);
+    pthread_mutex_unlock(&loop->lock);
+    if (on_loop)
+        loop->self_posted = true; /* the next wait must not block */
+    else if (wake)
+        px__wake(loop);
+    return 0;
+}
+
+/* Takes what other threads queued and runs it; returns whether there was any. */
+static bool process_requests(px_loop *loop)
+{
+    pthread_mutex_lock(&loop->lock);
+    px_post *posts = loop->posts;
+    px_stream *reqs = loop->reqs;
+    loop->posts = loop->posts_tail = NULL;
+    loop->reqs = loop->reqs_tail = NULL;
+    loop->wake_pending = false;
+    for (px_stream *s = reqs; s; s = s->req_next)
+        s->req_queued = false;
+    pthread_mutex_unlock(&loop->lock);
+
+    bool any = posts || reqs;
+    while (posts) {
+        px_post *p = posts;
+        posts = p->next;
+        p->fn(p->arg);
+        free(p);
+    }
+    while (reqs) {
+        px_stream *s = reqs;
+        reqs = s->req_next; /* read before the release below */
+        px__schedule(s);
+        px_stream_release(s);
+    }
+    return any;
+}
+
+/* Streams that asked for attention during the previous pass; those scheduled
+ * while this runs wait for the next pass, so no stream can starve others. */
+static void process_pending(px_loop *loop)
+{
+    px_stream *list = loop->pend;
+    loop->pend = loop->pend_tail = NULL;
+    while (list) {
+        px_stream *s = list;
+        list = s->pend_next;
+        s->pend_queued = false;
+        unsigned bits = atomic_exchange_explicit(&s->req, 0, memory_order_acq_rel);
+        if (bits)
+            px__stream_handle_requests(s, bits);
+        px__stream_progress(s);
+        px_stream_release(s);
+    }
+}
+
+static void loop_iterate(px_loop *loop, int max_timeout_ms)
+{
+    process_requests(loop);
+    process_pending(loop);
+    int timeout = -1;
+    if (loop->pend || loop->self_posted || atomic_load(&loop->stop)) {
+        timeout = 0;
+    } else {
+        int64_t t = px__timers_timeout_ms(loop);
+        if (t > INT32_MAX)
+            t = INT32_MAX;
+        timeout = (int)t;
+    }
+    if (max_timeout_ms >= 0 && (timeout < 0 || timeout > max_timeout_ms))
+        timeout = max_timeout_ms;
+    loop->self_posted = false;
+    loop->be->wait(loop, timeout);
+    px__timers_run(loop);
+}
+
+static void enter_loop_thread(px_loop *loop)
+{
+    atomic_store_explicit(&loop->thread, pthread_self(), memory_order_relaxed);
+    atomic_store_explicit(&loop->running, true, memory_order_release);
+}
+
+static void leave_loop_thread(px_loop *loop)
+{
+    atomic_store_explicit(&loop->running, false, memory_order_release);
+}
+
+int px_loop_run(px_loop *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    if (atomic_exchange(&loop->in_run, true))
+        return -EBUSY;
+    enter_loop_thread(loop);
+    while (!atomic_exchange(&loop->stop, false))
+        loop_iterate(loop, -1);
+    leave_loop_thread(loop);
+    atomic_store(&loop->in_run, false);
+    return 0;
+}
+
+void px_loop_stop(px_loop *loop)
+{
+    atomic_store(&loop->stop, true);
+    loop->be->wake(loop);
+}
+
+static int pick_backend(px_loop *loop, px_backend want)
+{
+    switch (want) {
+    case PX_BACKEND_IO_URING:
+        return -ENOTSUP; /* not built yet: the io_uring backend is future work */
+    case PX_BACKEND_AUTO:
+    case PX_BACKEND_EPOLL:
+        loop->be = &px__backend_epoll;
+        loop->backend = PX_BACKEND_EPOLL;
+        return loop->be->init(loop);
+    }
+    return -EINVAL;
+}
+
+int px_loop_create(px_loop **out, const px_loop_opts *opts)
+{
+    if (!out)
+        return -EINVAL;
+    px_loop_opts o = opts ? *opts : (px_loop_opts){0};
+    if ((unsigned)o.backend > PX_BACKEND_IO_URING || (unsigned)o.executor > PX_EXEC_INLINE ||
+        o.threads > PX_MAX_THREADS)
+        return -EINVAL;
+    if (!o.sendq_bytes)
+        o.sendq_bytes = PX_DEFAULT_SENDQ;
+    if (!o.recv_bytes)
+        o.recv_bytes = PX_DEFAULT_RECV;
+    if (!o.linger_ms)
+        o.linger_ms = PX_DEFAULT_LINGER_MS;
+
+    px_loop *loop = calloc(1, sizeof(*loop));
+    if (!loop)
+        return -ENOMEM;
+    loop->opts = o;
+    loop->wake_io.kind = PX_IO_WAKE;
+    loop->reserve_fd = -1;
+    pthread_mutex_init(&loop->lock, NULL);
+    loop->rbuf = malloc(o.recv_bytes);
+    int rc = loop->rbuf ? 0 : -ENOMEM;
+    if (rc == 0)
+        rc = pick_backend(loop, o.backend);
+    if (rc) {
+        free(loop->rbuf);
+        pthread_mutex_destroy(&loop->lock);
+        free(loop);
+        return rc;
+    }
+    rc = px__exec_init(loop);
+    if (rc) {
+        loop->be->fini(loop);
+        free(loop->rbuf);
+        pthread_mutex_destroy(&loop->lock);
+        free(loop);
+        return rc;
+    }
+    /* Held back for the moment accept() runs out of descriptors. */
+    loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    *out = loop;
+    return 0;
+}
+
+static bool posts_pending(px_loop *loop)
+{
+    pthread_mutex_lock(&loop->lock);
+    bool any = loop->posts || loop->reqs;
+    pthread_mutex_unlock(&loop->lock);
+    return any;
+}
+
+void px_loop_destroy(px_loop *loop)
+{
+    if (!loop)
+        return;
+    enter_loop_thread(loop);
+    loop->destroying = true;
+    process_requests(loop); /* starts what was opened or listened meanwhile */
+    while (loop->listeners)
+        px__listener_shutdown(loop->listeners);
+    for (;;) {
+        process_requests(loop);
+        for (px_stream *s = loop->streams, *next; s; s = next) {
+            next = s->next;
+            px__stream_begin_close(s, -ECANCELED, true);
+        }
+        process_pending(loop);
+        if (!loop->streams && !loop->pend && !posts_pending(loop))
+            break;
+        loop_iterate(loop, 50);
+    }
+    leave_loop_thread(loop);
+    px__exec_fini(loop);
+    /* Workers may have posted while stopping; run those too. */
+    enter_loop_thread(loop);
+    while (posts_pending(loop) || loop->pend) {
+        process_requests(loop);
+        process_pending(loop);
+    }
+    leave_loop_thread(loop);
+    px__timers_drop(loop);
+    loop->be->fini(loop);
+    if (loop->reserve_fd >= 0)
+        close(loop->reserve_fd);
+    free(loop->rbuf);
+    pthread_mutex_destroy(&loop->lock);
+    free(loop);
+}
+
+px_backend px_loop_backend(const px_loop *loop) { return loop->backend; }
+px_executor px_loop_executor(const px_loop *loop) { return loop->opts.executor; }
+unsigned px_loop_threads(const px_loop *loop) { return loop->exec.nthreads; }

@@ -1,0 +1,10 @@
+/* Logging to stderr, one line per event, prefixed with the program name. */
+#ifndef SRV_LOG_H
+#define SRV_LOG_H
+
+typedef enum srv_log_level { SRV_LOG_ERROR, SRV_LOG_INFO, SRV_LOG_DEBUG } srv_log_level;
+
+void srv_log_set_level(srv_log_level max);
+void srv_log(srv_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

@@ -1,0 +1,108 @@
+/*
+ * st_proactor: start-up (options, descriptor limit, signals), the listening
+ * socket and the banner, then the loop until SIGINT or SIGTERM.  The relay
+ * itself is in relay.c.
+ */
+#include "config.h"
+#include "log.h"
+#include "relay.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+static px_loop *the_loop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    px_loop_stop(the_loop); /* async-signal-safe */
+}
+
+/* Connections are limited by the machine, not by a default soft limit. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            srv_log(SRV_LOG_DEBUG, "could not raise the descriptor limit");
+    }
+}
+
+static void on_accept_error(px_listener *l, int err, void *user)
+{
+    (void)l;
+    (void)user;
+    static _Atomic unsigned long count;
+    /* Once, then every thousandth: a storm must not flood the log. */
+    if (count++ % 1000 == 0)
+        srv_log(SRV_LOG_ERROR, "accept failed: %s%s", px_strerror(err),
+                err == -EMFILE || err == -ENFILE ? " (out of descriptors: new clients are refused)"
+                                                 : "");
+}
+
+int main(int argc, char **argv)
+{
+    srv_config cfg;
+    switch (srv_config_parse(argc, argv, &cfg, stdout, stderr)) {
+    case SRV_PARSE_RUN:
+        break;
+    case SRV_PARSE_EXIT:
+        return 0;
+    case SRV_PARSE_ERROR:
+        return 2;
+    }
+    srv_log_set_level(cfg.quiet ? SRV_LOG_ERROR : cfg.verbose ? SRV_LOG_DEBUG : SRV_LOG_INFO);
+    signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
+
+    int rc = px_loop_create(&the_loop, &(px_loop_opts){
+                                           .backend = cfg.backend,
+                                           .executor = cfg.dispatch,
+                                           .threads = cfg.threads,
+                                       });
+    if (rc) {
+        if (rc == -ENOTSUP)
+            fprintf(stderr, "st_proactor: backend %s is not available here\n",
+                    px_backend_name(cfg.backend));
+        else
+            fprintf(stderr, "st_proactor: cannot start: %s\n", px_strerror(rc));
+        return rc == -ENOTSUP ? 2 : 1;
+    }
+    srv_log(SRV_LOG_DEBUG, "backend %s, dispatch %s, %u worker threads",
+            px_backend_name(px_loop_backend(the_loop)),
+            px_executor_name(px_loop_executor(the_loop)), px_loop_threads(the_loop));
+
+    px_listener *listener;
+    rc = px_listen(the_loop, &listener, &(px_listen_opts){
+                                            .host = cfg.bind,
+                                            .port = (uint16_t)cfg.port,
+                                            .handlers = chat_relay_handlers,
+                                            .on_accept_error = on_accept_error,
+                                        });
+    if (rc) {
+        fprintf(stderr, "st_proactor: cannot listen on port %u: %s\n", cfg.port,
+                rc == -EADDRINUSE ? "address already in use" : px_strerror(rc));
+        px_loop_destroy(the_loop);
+        return 1;
+    }
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    printf("Listening on port: [%u] ...\n", (unsigned)px_listener_port(listener));
+    fflush(stdout);
+
+    px_loop_run(the_loop);
+    srv_log(SRV_LOG_INFO, "shutting down (%u clients connected)", chat_relay_online());
+    px_listener_close(listener);
+    px_loop_destroy(the_loop);
+    return 0;
+}
