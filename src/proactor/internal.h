@@ -7,6 +7,10 @@
 #ifndef PX_INTERNAL_H
 #define PX_INTERNAL_H
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* accept4, strerrordesc_np, memrchr */
+#endif
+
 #include "proactor.h"
 
 #include <netinet/in.h>

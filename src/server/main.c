@@ -13,7 +13,16 @@
 #include <string.h>
 #include <sys/resource.h>
 
+/* How long a shutdown waits for clients to take what is queued for them. */
+#define SRV_SHUTDOWN_MS 2000
+
 static px_loop *the_loop;
+
+static void stop_loop(px_timer *t, void *loop)
+{
+    (void)t;
+    px_loop_stop(loop);
+}
 
 static void on_signal(int sig)
 {
@@ -101,8 +110,18 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     px_loop_run(the_loop);
-    srv_log(SRV_LOG_INFO, "shutting down (%u clients connected)", chat_relay_online());
     px_listener_close(listener);
+    unsigned online = chat_relay_online();
+    srv_log(SRV_LOG_INFO, "shutting down (%u clients connected)", online);
+    if (chat_relay_close_all(the_loop) > 0) {
+        /* Let queued lines reach their readers, for a bounded time: the loop
+         * stops when the last client has gone, or when this timer fires. */
+        px_timer *deadline;
+        if (px_timer_start(the_loop, &deadline, SRV_SHUTDOWN_MS, 0, stop_loop, the_loop) == 0) {
+            px_loop_run(the_loop);
+            px_timer_cancel(deadline);
+        }
+    }
     px_loop_destroy(the_loop);
     return 0;
 }

@@ -28,6 +28,7 @@ typedef struct chat_client {
 static pthread_mutex_t clients_lock = PTHREAD_MUTEX_INITIALIZER;
 static chat_client **clients;
 static unsigned nclients, cap_clients;
+static px_loop *closing_loop; /* set at shutdown: stop it when empty */
 
 unsigned chat_relay_online(void)
 {
@@ -159,6 +160,7 @@ static void on_close(px_stream *s, int cause, void *user)
     clients[c->index] = last;
     last->index = c->index;
     unsigned online = nclients;
+    px_loop *stop = online == 0 ? closing_loop : NULL;
     pthread_mutex_unlock(&clients_lock);
     if (c->partial_len) /* the client left mid-line: what it typed still counts */
         relay_bytes(c, c->partial, c->partial_len, "\n", 1);
@@ -169,6 +171,19 @@ static void on_close(px_stream *s, int cause, void *user)
                 px_strerror(cause));
     free(c->partial);
     free(c);
+    if (stop)
+        px_loop_stop(stop);
+}
+
+unsigned chat_relay_close_all(px_loop *loop)
+{
+    pthread_mutex_lock(&clients_lock);
+    closing_loop = loop;
+    unsigned n = nclients;
+    for (unsigned i = 0; i < n; i++)
+        px_stream_close(clients[i]->stream);
+    pthread_mutex_unlock(&clients_lock);
+    return n;
 }
 
 const px_stream_handlers chat_relay_handlers = {
