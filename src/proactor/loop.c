@@ -158,26 +158,25 @@ static bool process_requests(px_loop *loop)
 {
     pthread_mutex_lock(&loop->lock);
     px_post *posts = loop->posts;
-    px_stream *reqs = loop->reqs;
+    bool any = posts || loop->reqs;
     loop->posts = loop->posts_tail = NULL;
-    loop->reqs = loop->reqs_tail = NULL;
     loop->wake_pending = false;
-    for (px_stream *s = reqs; s; s = s->req_next)
+    /* Under the lock: once req_queued is clear another thread may queue the
+     * stream again and rewrite req_next. */
+    for (px_stream *s = loop->reqs, *next; s; s = next) {
+        next = s->req_next;
         s->req_queued = false;
+        px__schedule(s);      /* takes its own reference... */
+        px_stream_release(s); /* ...so this one never frees */
+    }
+    loop->reqs = loop->reqs_tail = NULL;
     pthread_mutex_unlock(&loop->lock);
 
-    bool any = posts || reqs;
     while (posts) {
         px_post *p = posts;
         posts = p->next;
         p->fn(p->arg);
         free(p);
-    }
-    while (reqs) {
-        px_stream *s = reqs;
-        reqs = s->req_next; /* read before the release below */
-        px__schedule(s);
-        px_stream_release(s);
     }
     return any;
 }

@@ -610,10 +610,8 @@ void px__listener_start(px_listener *l)
     if (loop->listeners)
         loop->listeners->prev = l;
     loop->listeners = l;
-    if (loop->destroying) {
-        px__listener_shutdown(l);
-        return;
-    }
+    if (loop->destroying)
+        return; /* px_loop_destroy closes it, unless a pending close does */
     int rc = loop->be->listener_start(loop, l);
     l->active = rc == 0;
     if (rc && l->on_accept_error)

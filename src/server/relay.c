@@ -76,8 +76,10 @@ static void relay_bytes(chat_client *c, const char *a, size_t alen, const char *
         srv_log(SRV_LOG_ERROR, "out of memory: a message from %s was not relayed", c->addr);
         return;
     }
-    memcpy(data, a, alen);
-    memcpy((char *)data + alen, b, blen);
+    if (alen)
+        memcpy(data, a, alen);
+    if (blen)
+        memcpy((char *)data + alen, b, blen);
     broadcast(c, msg);
     px_buf_release(msg);
 }

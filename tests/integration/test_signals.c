@@ -1,0 +1,62 @@
+/* Shutdown: SIGTERM and SIGINT with clients connected end the server with status 0, and
+ * its clients see the connection close. */
+#include "harness.h"
+
+#include <criterion/criterion.h>
+
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+TestSuite(signals, .timeout = 60, .fini = h_cleanup);
+
+static void stop_with(int sig)
+{
+    h_server s;
+    cr_assert(h_server_start(&s, NULL), "no banner");
+    h_proc a, b, r;
+    h_proc *all[] = {&a, &b, &r};
+    cr_assert(h_nc_start(&a, "127.0.0.1", s.port));
+    cr_assert(h_server_wait_connected(&s, 1));
+    cr_assert(h_nc_start(&b, "127.0.0.1", s.port));
+    cr_assert(h_server_wait_connected(&s, 2));
+    cr_assert(h_tcp_connect(&r, "127.0.0.1", s.port));
+    cr_assert(h_server_wait_connected(&s, 3));
+    h_relay(all, 3, 0, "before the signal\n");
+    /* netcat-openbsd exits (closing its stdout) only once both its stdin and the
+     * connection have ended; end stdin now so that its exit shows the connection end. */
+    close(a.in);
+    close(b.in);
+    a.in = b.in = -1;
+
+    bool in_time = h_proc_stop(&s.proc, sig, H_WAIT_MS);
+    cr_assert(in_time, "%s: server still running after %d ms (killed)", strsignal(sig),
+              H_WAIT_MS);
+    int st = s.proc.status;
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: wait status 0x%x, want exit 0",
+              strsignal(sig), (unsigned)st);
+
+    /* Whatever the server said last, each client's stream then ends. */
+    for (int i = 0; i < 3; i++) {
+        char rest[4096];
+        cr_assert(h_read_all(&all[i]->out, rest, sizeof rest, H_WAIT_MS) >= 0,
+                  "%s: client %d saw no EOF", strsignal(sig), i);
+    }
+    cr_assert(h_proc_wait(&a, H_WAIT_MS), "nc did not exit after the server closed");
+    cr_assert(h_proc_wait(&b, H_WAIT_MS), "nc did not exit after the server closed");
+    cr_assert(WIFEXITED(a.status) && WIFEXITED(b.status), "nc died of a signal");
+    for (int i = 0; i < 3; i++)
+        h_proc_close(all[i]);
+    h_server_stop(&s); /* already reaped: checks its stderr for sanitizer reports */
+}
+
+Test(signals, sigterm_with_clients)
+{
+    stop_with(SIGTERM);
+}
+
+Test(signals, sigint_with_clients)
+{
+    stop_with(SIGINT);
+}

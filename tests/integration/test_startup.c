@@ -1,0 +1,193 @@
+/* Start-up contract of st_proactor: the banner and the port it names, command-line
+ * errors (exit 2, one line), --help, and a port already in use. */
+#include "harness.h"
+
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+TestSuite(startup, .timeout = 60, .fini = h_cleanup);
+
+/* Runs the server with args, expecting it to exit by itself; collects its output. */
+static int run_to_exit(const char *const args[], char *out, size_t out_cap, char *err,
+                       size_t err_cap)
+{
+    char *argv[16];
+    int n = 0;
+    argv[n++] = (char *)h_server_path();
+    for (int i = 0; args[i] && n < 15; i++)
+        argv[n++] = (char *)args[i];
+    argv[n] = NULL;
+
+    h_proc p;
+    cr_assert_eq(h_spawn(&p, argv, true), 0, "cannot start %s", h_server_path());
+    close(p.in);
+    p.in = -1;
+    /* Its output is a few lines, well under a pipe's capacity: it cannot block on it. */
+    bool exited = h_proc_wait(&p, H_WAIT_MS);
+    h_proc_stop(&p, SIGKILL, H_WAIT_MS);
+    cr_assert(exited, "%s %s: still running after %d ms, want an exit", h_server_path(),
+              args[0] ? args[0] : "", H_WAIT_MS);
+    cr_assert(h_read_all(&p.out, out, out_cap, H_WAIT_MS) >= 0, "stdout never closed");
+    cr_assert(h_read_all(&p.err, err, err_cap, H_WAIT_MS) >= 0, "stderr never closed");
+    int st = p.status;
+    h_proc_close(&p);
+    cr_assert(WIFEXITED(st), "killed by signal %d; stderr: %s", WTERMSIG(st), err);
+    return WEXITSTATUS(st);
+}
+
+static int count_lines(const char *s)
+{
+    int n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+Test(startup, banner_port_0)
+{
+    h_server s;
+    cr_assert(h_server_start(&s, NULL), "no banner");
+    /* h_server_start accepts only "Listening on port: [P] ...\n" exactly. */
+    cr_assert(s.port > 0 && s.port <= 65535, "banner port %d", s.port);
+    h_proc c;
+    cr_assert(h_tcp_connect(&c, "127.0.0.1", s.port), "banner port %d not listening", s.port);
+    cr_assert(h_server_wait_connected(&s, 1));
+    h_proc_close(&c);
+    h_server_stop(&s);
+}
+
+Test(startup, positional_port)
+{
+    int port = h_free_port();
+    cr_assert(port > 0, "no free port");
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    h_server s;
+    cr_assert(h_server_start_argv(&s, (const char *const[]){ps, NULL}), "no banner");
+    cr_assert_eq(s.port, port, "banner shows port %d, asked for %d", s.port, port);
+    h_server_stop(&s);
+}
+
+Test(startup, long_and_short_port_options)
+{
+    const char *opts[] = {"-p", "--port"};
+    for (int i = 0; i < 2; i++) {
+        int port = h_free_port();
+        cr_assert(port > 0, "no free port");
+        char ps[16];
+        snprintf(ps, sizeof ps, "%d", port);
+        h_server s;
+        cr_assert(h_server_start_argv(&s, (const char *const[]){opts[i], ps, NULL}),
+                  "no banner with %s %s", opts[i], ps);
+        cr_assert_eq(s.port, port, "%s %s: banner shows %d", opts[i], ps, s.port);
+        h_server_stop(&s);
+    }
+}
+
+Test(startup, default_port_9034)
+{
+    int fd = h_listen_any(AF_INET6, 9034, NULL);
+    if (fd < 0)
+        fd = h_listen_any(AF_INET, 9034, NULL);
+    if (fd < 0)
+        cr_skip_test("port 9034 is in use on this machine; default port not tested");
+    close(fd);
+
+    h_server s;
+    if (!h_server_start_argv(&s, (const char *const[]){NULL})) {
+        /* Another run may have taken 9034 since we looked. */
+        fd = h_listen_any(AF_INET, 9034, NULL);
+        if (fd < 0)
+            cr_skip_test("port 9034 was taken while the test ran");
+        close(fd);
+        cr_assert_fail("no banner on the default port");
+    }
+    cr_assert_eq(s.port, 9034, "default port: banner shows %d", s.port);
+    h_server_stop(&s);
+}
+
+/* A bad port value: exit 2, exactly one line on stderr, nothing on stdout. */
+static void bad_port(const char *const args[], const char *what)
+{
+    char out[4096], err[4096];
+    int rc = run_to_exit(args, out, sizeof out, err, sizeof err);
+    cr_expect_eq(rc, 2, "%s: exit status %d, want 2", what, rc);
+    cr_expect_str_empty(out, "%s: stdout \"%s\", want nothing", what, out);
+    cr_expect_eq(count_lines(err), 1, "%s: stderr has %d lines, want 1: \"%s\"", what,
+                 count_lines(err), err);
+}
+
+Test(startup, bad_port_values)
+{
+    bad_port((const char *const[]){"abc", NULL}, "positional abc");
+    bad_port((const char *const[]){"70000", NULL}, "positional 70000");
+    bad_port((const char *const[]){"65536", NULL}, "positional 65536");
+    bad_port((const char *const[]){"", NULL}, "positional ''");
+    bad_port((const char *const[]){"12abc", NULL}, "positional 12abc");
+    bad_port((const char *const[]){"--port", "", NULL}, "--port ''");
+    bad_port((const char *const[]){"--port", "-5", NULL}, "--port -5");
+    bad_port((const char *const[]){"--port", "abc", NULL}, "--port abc");
+    bad_port((const char *const[]){"-p", "70000", NULL}, "-p 70000");
+}
+
+/* Other bad command lines: exit 2, nothing on stdout (a usage text on stderr is fine). */
+static void bad_usage(const char *const args[], const char *what)
+{
+    char out[4096], err[8192];
+    int rc = run_to_exit(args, out, sizeof out, err, sizeof err);
+    cr_expect_eq(rc, 2, "%s: exit status %d, want 2", what, rc);
+    cr_expect_str_empty(out, "%s: stdout \"%s\", want nothing", what, out);
+    cr_expect_str_not_empty(err, "%s: nothing on stderr", what);
+}
+
+Test(startup, bad_options)
+{
+    /* "-5" as the only argument parses as an (unknown) option, not a port. */
+    bad_usage((const char *const[]){"-5", NULL}, "-5");
+    bad_usage((const char *const[]){"--dispatch", "bogus", NULL}, "--dispatch bogus");
+    bad_usage((const char *const[]){"--nope", NULL}, "--nope");
+}
+
+Test(startup, help)
+{
+    const char *opts[] = {"--help", "-h"};
+    for (int i = 0; i < 2; i++) {
+        char out[8192], err[4096];
+        int rc = run_to_exit((const char *const[]){opts[i], NULL}, out, sizeof out, err,
+                             sizeof err);
+        cr_expect_eq(rc, 0, "%s: exit status %d, want 0", opts[i], rc);
+        cr_expect(strstr(out, "--dispatch") != NULL,
+                  "%s: usage on stdout does not mention --dispatch: \"%s\"", opts[i], out);
+    }
+}
+
+/* The port is held by a listening socket of ours (dual stack, then IPv4 only). */
+Test(startup, port_in_use)
+{
+    int families[] = {AF_INET6, AF_INET};
+    for (int i = 0; i < 2; i++) {
+        int port;
+        int fd = h_listen_any(families[i], 0, &port);
+        if (fd < 0)
+            continue; /* no IPv6 here: the IPv4 case still runs */
+        char ps[16], out[4096], err[4096];
+        snprintf(ps, sizeof ps, "%d", port);
+        int rc = run_to_exit((const char *const[]){ps, NULL}, out, sizeof out, err,
+                             sizeof err);
+        close(fd);
+        const char *fam = families[i] == AF_INET6 ? "[::]" : "0.0.0.0";
+        cr_expect_eq(rc, 1, "%s:%d held: exit status %d, want 1", fam, port, rc);
+        cr_expect(strstr(err, ps) || strstr(err, "in use"),
+                  "%s:%d held: stderr names neither the port nor \"in use\": \"%s\"", fam,
+                  port, err);
+        cr_expect(strstr(out, "Listening") == NULL, "%s:%d held: banner printed anyway",
+                  fam, port);
+    }
+}
