@@ -250,9 +250,9 @@ typedef struct px_listen_opts {
     void *user;         /* each accepted stream's initial user pointer */
     px_stream_opts stream_opts;
     /* Optional, on the loop thread: accepting failed with err (-EMFILE and
-     * -ENFILE mean out of descriptors: the pending connection was shed and
-     * accepting goes on; other errors pause accepting for 100 ms).  Lets the
-     * application log it. */
+     * -ENFILE mean out of descriptors: one pending connection was shed, that
+     * is accepted and closed at once, and accepting goes on; other errors
+     * pause accepting for 100 ms).  Lets the application log it. */
     void (*on_accept_error)(px_listener *l, int err, void *user);
 } px_listen_opts;
 

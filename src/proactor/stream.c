@@ -448,15 +448,24 @@ void px__stream_closed(px_stream *s)
         dispatch_close(s);
 }
 
-void px_stream_close(px_stream *s)
+/* Once close or abort has returned, no on_data starts and sends fail. */
+static void refuse_more(px_stream *s)
 {
     atomic_store(&s->no_data, true);
+    pthread_mutex_lock(&s->lock);
+    s->send_closed = true;
+    pthread_mutex_unlock(&s->lock);
+}
+
+void px_stream_close(px_stream *s)
+{
+    refuse_more(s);
     px__stream_request(s, PX_REQ_CLOSE);
 }
 
 void px_stream_abort(px_stream *s)
 {
-    atomic_store(&s->no_data, true);
+    refuse_more(s);
     px__stream_request(s, PX_REQ_ABORT);
 }
 
@@ -672,24 +681,36 @@ static void accept_pause(px_listener *l)
 
 /* Out of descriptors: give the reserve back to accept the pending connection
  * and close it at once, so the peer hears a close instead of waiting in the
- * backlog, and the listener does not report readiness forever. */
-static bool shed_one(px_listener *l)
+ * backlog, and the listener does not report readiness forever.  accept()
+ * checks for a free descriptor before it looks at the queue, so EMFILE may
+ * also mean nothing was pending.  Returns 1 (shed one), 0 (nothing was
+ * pending) or -1 (no reserve to give back). */
+static int shed_one(px_listener *l)
 {
     px_loop *loop = l->loop;
     if (loop->reserve_fd < 0)
-        return false;
+        loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (loop->reserve_fd < 0)
+        return -1;
     close(loop->reserve_fd);
     int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
     if (fd >= 0)
         close(fd);
     loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    return loop->reserve_fd >= 0;
+    return fd >= 0 ? 1 : 0;
 }
 
 void px__listener_failed(px_listener *l, int err)
 {
-    if (!((err == -EMFILE || err == -ENFILE) && shed_one(l)))
+    if (err == -EMFILE || err == -ENFILE) {
+        int shed = shed_one(l);
+        if (shed == 0)
+            return; /* out of descriptors, but nobody was turned away */
+        if (shed < 0)
+            accept_pause(l);
+    } else {
         accept_pause(l);
+    }
     if (l->on_accept_error)
         l->on_accept_error(l, err, l->user);
 }
