@@ -132,7 +132,9 @@ PX_API int px_loop_post(px_loop *loop, void (*fn)(void *arg), void *arg);
 /* Buffers: reference-counted, immutable once shared                         */
 
 /* Creates a buffer holding a copy of data[0..len) with one reference owned by
- * the caller.  len may be 0.  Any thread.  Returns 0 or -ENOMEM. */
+ * the caller.  len may be 0 (data may then be NULL).  Any thread.  Returns 0,
+ * -EINVAL (NULL out, or NULL data with len > 0) or -ENOMEM; on failure *out
+ * is left as it was (true of every px_ function with an out parameter). */
 PX_API int px_buf_new(px_buf **out, const void *data, size_t len);
 
 /* Creates a buffer of len uninitialised bytes and sets *data to them.  The
@@ -193,8 +195,10 @@ typedef struct px_stream_opts {
  * on success the stream owns it (closes it) and *out is the stream, valid
  * until its on_close returns (or longer with px_stream_retain()).  handlers
  * is copied; on_data and on_close are required.  opts may be NULL.  Any
- * thread.  Errors: -EINVAL, -ENOMEM, or the errno of fcntl/epoll_ctl (the
- * caller then still owns fd). */
+ * thread.  Errors: -EINVAL, -ENOMEM, or the errno of fcntl, e.g. -EBADF (the
+ * caller then still owns fd).  Registration with the backend happens on the
+ * loop thread; if it fails (a regular file cannot be polled, say), the
+ * stream closes at once and on_close reports that errno. */
 PX_API int px_stream_open(px_loop *loop, px_stream **out, int fd,
                           const px_stream_handlers *handlers, void *user,
                           const px_stream_opts *opts);
@@ -204,7 +208,9 @@ PX_API int px_stream_open(px_loop *loop, px_stream **out, int fd,
  * its own) and drops it once the bytes are written or the stream closes; a
  * buffer sent to many streams exists once.  Several queued buffers go out in
  * one writev.  Any thread.  Returns 0, PX_ESENDQ (-ENOBUFS) when the queue
- * would exceed its bound, or -EPIPE when the stream is closing or closed.
+ * would exceed its bound (so a buffer larger than the bound is always
+ * refused), or -EPIPE once px_stream_close/abort has been called or the
+ * stream has closed.  An empty buffer is accepted and sends nothing.
  * Bytes of one buffer are never interleaved with another's. */
 PX_API int px_stream_send(px_stream *s, px_buf *buf);
 

@@ -8,8 +8,25 @@
  */
 #include "internal.h"
 
+#include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
+
+/* Library threads take no asynchronous signals: a SIGTERM meant for the
+ * application reaches a thread that can act on it at once, never a worker
+ * parked on a condition variable.  Faults stay deliverable. */
+static void thread_attr_init(pthread_attr_t *attr, bool detached)
+{
+    pthread_attr_init(attr);
+    if (detached)
+        pthread_attr_setdetachstate(attr, PTHREAD_CREATE_DETACHED);
+    sigset_t mask;
+    sigfillset(&mask);
+    static const int faults[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP, SIGSYS};
+    for (size_t i = 0; i < sizeof(faults) / sizeof(faults[0]); i++)
+        sigdelset(&mask, faults[i]);
+    pthread_attr_setsigmask_np(attr, &mask);
+}
 
 void px__exec_run_event(px_stream *s)
 {
@@ -91,15 +108,19 @@ int px__exec_init(px_loop *loop)
     x->threads = calloc(n, sizeof(*x->threads));
     if (!x->threads)
         return -ENOMEM;
+    pthread_attr_t attr;
+    thread_attr_init(&attr, false);
     for (unsigned i = 0; i < n; i++) {
-        int rc = pthread_create(&x->threads[i], NULL, pool_worker, x);
+        int rc = pthread_create(&x->threads[i], &attr, pool_worker, x);
         if (rc) {
+            pthread_attr_destroy(&attr);
             x->nthreads = i;
             px__exec_fini(loop);
             return -rc;
         }
         x->nthreads = i + 1;
     }
+    pthread_attr_destroy(&attr);
     return 0;
 }
 
@@ -120,8 +141,7 @@ void px__exec_submit(px_loop *loop, px_stream *s)
         return;
     case PX_EXEC_THREAD: {
         pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        thread_attr_init(&attr, true);
         pthread_t th;
         pthread_mutex_lock(&x->lock);
         x->live++;

@@ -104,17 +104,22 @@ void px__schedule(px_stream *s)
 void px__stream_request(px_stream *s, unsigned bits)
 {
     px_loop *loop = s->loop;
-    atomic_fetch_or_explicit(&s->req, bits, memory_order_acq_rel);
     if (px__on_loop(loop)) {
+        atomic_fetch_or_explicit(&s->req, bits, memory_order_acq_rel);
         px__schedule(s);
         return;
     }
-    bool wake = false;
+    /* Once the bits are visible the loop may act on them at any moment (it
+     * can find the stream through another request) and, for PX_REQ_DONE
+     * after on_close, free it: hold a reference until we are done here.
+     * The reference goes with the stream onto the request list. */
+    px_stream_retain(s);
+    atomic_fetch_or_explicit(&s->req, bits, memory_order_acq_rel);
+    bool wake = false, queued = false;
     pthread_mutex_lock(&loop->lock);
     if (!s->req_queued) {
-        s->req_queued = true;
+        s->req_queued = queued = true;
         s->req_next = NULL;
-        px_stream_retain(s);
         if (loop->reqs_tail)
             loop->reqs_tail->req_next = s;
         else
@@ -123,6 +128,8 @@ void px__stream_request(px_stream *s, unsigned bits)
         wake = need_wake_locked(loop);
     }
     pthread_mutex_unlock(&loop->lock);
+    if (!queued)
+        px_stream_release(s);
     if (wake)
         px__wake(loop);
 }

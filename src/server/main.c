@@ -7,6 +7,7 @@
 #include "log.h"
 #include "relay.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,10 +25,34 @@ static void stop_loop(px_timer *t, void *loop)
     px_loop_stop(loop);
 }
 
-static void on_signal(int sig)
+/* SIGINT and SIGTERM are blocked in every thread and taken here with
+ * sigwait(), so stopping never depends on which thread a signal lands on
+ * or on what a signal handler may call. */
+static pthread_mutex_t loop_lock = PTHREAD_MUTEX_INITIALIZER; /* guards the_loop */
+
+static void *signal_thread(void *arg)
 {
-    (void)sig;
-    px_loop_stop(the_loop); /* async-signal-safe */
+    sigset_t *set = arg;
+    for (;;) {
+        int sig;
+        if (sigwait(set, &sig) != 0)
+            continue;
+        pthread_mutex_lock(&loop_lock);
+        if (the_loop)
+            px_loop_stop(the_loop);
+        pthread_mutex_unlock(&loop_lock);
+    }
+    return NULL;
+}
+
+/* Destroys the loop once the signal thread can no longer reach it. */
+static void destroy_loop(void)
+{
+    pthread_mutex_lock(&loop_lock);
+    px_loop *loop = the_loop;
+    the_loop = NULL;
+    pthread_mutex_unlock(&loop_lock);
+    px_loop_destroy(loop);
 }
 
 /* Connections are limited by the machine, not by a default soft limit. */
@@ -67,6 +92,12 @@ int main(int argc, char **argv)
     srv_log_set_level(cfg.quiet ? SRV_LOG_ERROR : cfg.verbose ? SRV_LOG_DEBUG : SRV_LOG_INFO);
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
+    /* Before any thread exists, so that every thread inherits the mask. */
+    static sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 
     int rc = px_loop_create(&the_loop, &(px_loop_opts){
                                            .backend = cfg.backend,
@@ -99,12 +130,14 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    pthread_t sig_thread;
+    rc = pthread_create(&sig_thread, NULL, signal_thread, &stop_signals);
+    if (rc) {
+        fprintf(stderr, "st_proactor: cannot start: %s\n", px_strerror(-rc));
+        px_loop_destroy(the_loop);
+        return 1;
+    }
+    pthread_detach(sig_thread);
 
     printf("Listening on port: [%u] ...\n", (unsigned)px_listener_port(listener));
     fflush(stdout);
@@ -122,6 +155,6 @@ int main(int argc, char **argv)
             px_timer_cancel(deadline);
         }
     }
-    px_loop_destroy(the_loop);
+    destroy_loop();
     return 0;
 }

@@ -1,0 +1,242 @@
+# st_proactor and libproactor: one Makefile for the library, the server and the tests.
+#
+#   make [all]                 library + server (release, or the SANITIZE variant)
+#   make SANITIZE=address      same, built with ASan+UBSan into build/asan/
+#   make SANITIZE=thread       same, built with TSan into build/tsan/
+#   make tests                 the Criterion test binaries of the current variant
+#   make test                  deps, then build and run everything for each of
+#                              $(TEST_VARIANTS); ends with "N passed, N failed"
+#   make run ARGS='--port 0'   deps, build, run ./st_proactor $(ARGS)
+#   make check-symbols         every symbol exported by libproactor.so starts with px_
+#   make deps                  check (and install) what the build and tests need
+#   make clean                 remove everything the build made
+#
+# Variables: CC (gcc; CC=clang works), SANITIZE (empty|address|thread), WERROR (1 adds
+# -Werror), TEST_VARIANTS (release address thread), ARGS (for run).
+
+ifeq ($(origin CC),default)
+CC := gcc
+endif
+SANITIZE ?=
+WERROR ?= 1
+TEST_VARIANTS ?= release address thread
+ARGS ?=
+
+# ---------------------------------------------------------------------------
+# Variant: where objects and outputs go, and the sanitizer flags.
+
+ifeq ($(SANITIZE),)
+VARIANT := release
+OUT := .
+SAN_FLAGS :=
+else ifeq ($(SANITIZE),address)
+VARIANT := asan
+OUT := build/asan
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else ifeq ($(SANITIZE),thread)
+VARIANT := tsan
+OUT := build/tsan
+SAN_FLAGS := -fsanitize=thread
+else
+$(error SANITIZE must be empty, 'address' or 'thread' (got '$(SANITIZE)'))
+endif
+
+BUILD := build/$(VARIANT)
+OBJ := $(BUILD)/obj
+
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -O2 -g -pthread -Iinclude -MMD -MP
+ifeq ($(WERROR),1)
+BASE_CFLAGS += -Werror
+endif
+ALL_CFLAGS := $(BASE_CFLAGS) $(SAN_FLAGS) $(CFLAGS)
+LIB_CFLAGS := $(ALL_CFLAGS) -fPIC -fvisibility=hidden -DPX_BUILDING_LIBRARY
+TEST_CFLAGS := $(ALL_CFLAGS) -Isrc
+ALL_LDFLAGS := -pthread $(SAN_FLAGS) $(LDFLAGS)
+# liburing is linked only where something uses it.
+LIB_LDLIBS := -Wl,--as-needed -luring -Wl,--no-as-needed $(LDLIBS)
+
+# ---------------------------------------------------------------------------
+# Sources and outputs.
+
+LIB_SRCS := $(wildcard src/proactor/*.c)
+SERVER_SRCS := $(wildcard src/server/*.c)
+# The file holding the server's main(): left out of what the unit tests link.
+SERVER_MAIN := src/server/main.c
+UNIT_SRCS := $(wildcard tests/unit/*.c)
+INTEG_SRCS := $(wildcard tests/integration/*.c)
+
+LIB_OBJS := $(LIB_SRCS:src/proactor/%.c=$(OBJ)/proactor/%.o)
+SERVER_OBJS := $(SERVER_SRCS:src/server/%.c=$(OBJ)/server/%.o)
+SERVER_LIB_OBJS := $(filter-out $(SERVER_MAIN:src/server/%.c=$(OBJ)/server/%.o),$(SERVER_OBJS))
+UNIT_OBJS := $(UNIT_SRCS:tests/unit/%.c=$(OBJ)/unit/%.o)
+INTEG_OBJS := $(INTEG_SRCS:tests/integration/%.c=$(OBJ)/integration/%.o)
+
+LIB_A := $(OUT)/libproactor.a
+LIB_SO := $(OUT)/libproactor.so
+SERVER := $(OUT)/st_proactor
+# The server's parts without main(), for the unit tests (an internal archive).
+SERVER_A := $(BUILD)/libstserver.a
+
+# Criterion under sanitizers (see each file): LeakSanitizer checks the test processes but
+# not Criterion's runner; Criterion's sandbox is steered clear of TSan's memory map.
+ifeq ($(SANITIZE),address)
+TEST_SUPPORT_OBJS := $(OBJ)/support/criterion_lsan.o
+else ifeq ($(SANITIZE),thread)
+TEST_SUPPORT_OBJS := $(OBJ)/support/criterion_tsan.o
+endif
+
+OUTPUTS := $(LIB_A) $(LIB_SO)
+ifneq ($(SERVER_SRCS),)
+OUTPUTS += $(SERVER)
+endif
+
+TEST_BINS :=
+ifneq ($(UNIT_SRCS),)
+TEST_BINS += $(BUILD)/unit_tests
+endif
+ifneq ($(INTEG_SRCS),)
+TEST_BINS += $(BUILD)/integration_tests
+endif
+
+RESULTS := build/test-results.txt
+
+.PHONY: all tests test run deps clean check-symbols FORCE
+.DEFAULT_GOAL := all
+
+all: $(OUTPUTS)
+ifeq ($(SERVER_SRCS),)
+	@echo "note: no sources in src/server/: st_proactor not built"
+endif
+
+tests: all $(TEST_BINS)
+
+# ---------------------------------------------------------------------------
+# Compile. Every object depends on a stamp holding the compiler and flags, so that
+# switching CC, WERROR or CFLAGS rebuilds the variant instead of mixing objects.
+
+FLAGS_STAMP := $(BUILD)/flags
+FLAGS_TEXT := $(CC) | $(LIB_CFLAGS) | $(TEST_CFLAGS) | $(ALL_LDFLAGS) | $(LIB_LDLIBS)
+
+$(FLAGS_STAMP): FORCE
+	@mkdir -p $(@D)
+	@if [ "$$(cat $@ 2>/dev/null)" != '$(FLAGS_TEXT)' ]; then echo '$(FLAGS_TEXT)' > $@; fi
+
+$(OBJ)/proactor/%.o: src/proactor/%.c $(FLAGS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(LIB_CFLAGS) -c $< -o $@
+
+$(OBJ)/server/%.o: src/server/%.c $(FLAGS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(OBJ)/unit/%.o: tests/unit/%.c $(FLAGS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(TEST_CFLAGS) -c $< -o $@
+
+$(OBJ)/integration/%.o: tests/integration/%.c $(FLAGS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(TEST_CFLAGS) -c $< -o $@
+
+$(OBJ)/support/%.o: tests/support/%.c $(FLAGS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(TEST_CFLAGS) -c $< -o $@
+
+# ---------------------------------------------------------------------------
+# Link.
+
+$(LIB_A): $(LIB_OBJS)
+	@mkdir -p $(@D)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(LIB_SO): $(LIB_OBJS)
+	@mkdir -p $(@D)
+	$(CC) -shared -o $@ $^ $(ALL_LDFLAGS) $(LIB_LDLIBS)
+
+$(SERVER): $(SERVER_OBJS) $(LIB_A)
+	@mkdir -p $(@D)
+	$(CC) -o $@ $(SERVER_OBJS) $(LIB_A) $(ALL_LDFLAGS) $(LIB_LDLIBS)
+
+$(SERVER_A): $(SERVER_LIB_OBJS)
+	@mkdir -p $(@D)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+# Criterion provides main(): -lcriterion comes before our archives so that no archive
+# member is pulled in to define it.
+$(BUILD)/unit_tests: $(UNIT_OBJS) $(TEST_SUPPORT_OBJS) $(SERVER_A) $(LIB_A)
+	$(CC) -o $@ $(UNIT_OBJS) $(TEST_SUPPORT_OBJS) -lcriterion $(SERVER_A) $(LIB_A) \
+		$(ALL_LDFLAGS) $(LIB_LDLIBS)
+
+$(BUILD)/integration_tests: $(INTEG_OBJS) $(TEST_SUPPORT_OBJS) $(LIB_A)
+	$(CC) -o $@ $(INTEG_OBJS) $(TEST_SUPPORT_OBJS) -lcriterion $(LIB_A) \
+		$(ALL_LDFLAGS) $(LIB_LDLIBS)
+
+-include $(LIB_OBJS:.o=.d) $(SERVER_OBJS:.o=.d) $(UNIT_OBJS:.o=.d) $(INTEG_OBJS:.o=.d) \
+	$(TEST_SUPPORT_OBJS:.o=.d)
+
+# ---------------------------------------------------------------------------
+# Checks and runs.
+
+deps:
+	@scripts/deps.sh
+
+# Exported symbols (uppercase nm types) must carry the px_ prefix.
+check-symbols: $(LIB_SO)
+	@bad=$$(nm -D --defined-only $(LIB_SO) | awk 'NF >= 3 && $$2 ~ /^[A-Z]$$/ && \
+		$$3 !~ /^px_/ && $$3 !~ /^(_init|_fini|_edata|_end|__bss_start)$$/ { print $$3 }'); \
+	if [ -n "$$bad" ]; then \
+		echo "check-symbols: $(LIB_SO) exports symbols without the px_ prefix:"; \
+		echo "$$bad" | sed 's/^/    /'; exit 1; \
+	fi; \
+	echo "check-symbols: $(LIB_SO) exports only px_ symbols"
+
+run:
+	@scripts/deps.sh
+	@$(MAKE) --no-print-directory all
+	exec $(SERVER) $(ARGS)
+
+# For each variant: build it (a failure counts and the next variant still runs), check
+# the exported symbols (release), run its test binaries; then one total line.
+test:
+	@scripts/deps.sh
+	@mkdir -p build && rm -f $(RESULTS)
+	@for v in $(TEST_VARIANTS); do \
+		case $$v in \
+		release) san= dir=build/release out=. ;; \
+		address) san=address dir=build/asan out=build/asan ;; \
+		thread) san=thread dir=build/tsan out=build/tsan ;; \
+		*) echo "make test: unknown variant '$$v' (release, address, thread)"; \
+		   printf '%s\t0\t1\t0\n' "$$v build" >> $(RESULTS); continue ;; \
+		esac; \
+		echo "==== $$v: build"; \
+		if ! $(MAKE) --no-print-directory SANITIZE=$$san all tests; then \
+			echo "[$$v] BUILD FAILED"; \
+			printf '%s\t0\t1\t0\n' "$$v build" >> $(RESULTS); continue; \
+		fi; \
+		if [ $$v = release ]; then \
+			if $(MAKE) --no-print-directory SANITIZE= check-symbols; then \
+				printf '%s\t1\t0\t0\n' "$$v check-symbols" >> $(RESULTS); \
+			else printf '%s\t0\t1\t0\n' "$$v check-symbols" >> $(RESULTS); fi; \
+		fi; \
+		noaslr=; [ $$v = thread ] && noaslr=--no-aslr; \
+		if [ -x $$dir/unit_tests ]; then \
+			TEST_RESULTS=$(RESULTS) scripts/run-tests.sh $$noaslr "$$v unit" $$dir/unit_tests; \
+		else echo "[$$v unit] no tests in tests/unit/"; fi; \
+		if [ -x $$dir/integration_tests ]; then \
+			TEST_RESULTS=$(RESULTS) scripts/run-tests.sh $$noaslr "$$v integration" \
+				$$dir/integration_tests ST_PROACTOR="$(CURDIR)/$$out/st_proactor"; \
+		else echo "[$$v integration] no tests in tests/integration/"; fi; \
+	done; \
+	echo "==== summary"; \
+	awk -F'\t' '{ p += $$2; f += $$3; s += $$4; \
+		if ($$3 > 0) bad = bad "    failed: " $$1 " (" $$3 ")\n"; \
+		if ($$4 > 0) sk = sk "    SKIPPED: " $$1 " (" $$4 ")\n" } \
+		END { printf "%s%s", bad, sk; \
+		      line = p " passed, " f " failed"; if (s > 0) line = line ", " s " skipped"; \
+		      print line; exit (f > 0 || NR == 0) }' $(RESULTS)
+
+clean:
+	rm -rf build st_proactor libproactor.a libproactor.so
+
+FORCE:
