@@ -1,0 +1,112 @@
+/*
+ * Pure parsers of the chat protocol (docs/protocol.md): line framing with the
+ * telnet filter, the text sanitiser, the command parser and name checks.
+ * No I/O, locks, clock or global state; the framer allocates only its line
+ * buffer, once, at init.  Fed byte streams split at any point give the same
+ * result as fed whole.
+ */
+#ifndef CHAT_PROTO_H
+#define CHAT_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------------------ */
+/* Framing and telnet                                                        */
+
+typedef struct chat_framer {
+    bool telnet;        /* chat mode: telnet filter on, terminators stripped */
+    size_t max_line;    /* bytes of a line, terminator not counted */
+    char *line;         /* max_line + 2 bytes (room for a raw CRLF) */
+    size_t len;         /* bytes in line */
+    bool discarding;    /* overlong: dropping until the end of the line */
+    bool cr;            /* the previous data byte was CR */
+    uint8_t tstate;     /* telnet parser state */
+    uint8_t tverb;      /* WILL/WONT/DO/DONT being parsed */
+    size_t sb_len;      /* bytes skipped in the current subnegotiation */
+} chat_framer;
+
+/* telnet: true for chat mode; false for raw mode (no telnet processing, only
+ * LF ends a line, the line keeps its terminator).  Returns 0 or -ENOMEM. */
+int chat_framer_init(chat_framer *f, size_t max_line, bool telnet);
+void chat_framer_free(chat_framer *f);
+
+typedef enum chat_frame_kind {
+    CHAT_FRAME_NONE,     /* input consumed, no complete line yet */
+    CHAT_FRAME_LINE,     /* a complete line: out->line, out->len */
+    CHAT_FRAME_TOO_LONG, /* a line passed max_line: it is being discarded */
+} chat_frame_kind;
+
+typedef struct chat_frame_out {
+    chat_frame_kind kind;
+    const char *line; /* CHAT_FRAME_LINE: valid until the next feed */
+    size_t len;
+    /* Telnet answers to send back to the client, appended by each feed
+     * (the caller empties it by setting reply_len = 0 after sending). */
+    char reply[64];
+    size_t reply_len;
+} chat_frame_out;
+
+/* Consumes bytes from p[0..n) until one event happens or the input ends;
+ * returns the number of bytes consumed (call again with the rest).  In
+ * telnet mode the line excludes its terminator (LF, CRLF, CR NUL, bare CR);
+ * in raw mode it ends with the LF that ended it (and a CR before it, if
+ * any).  CHAT_FRAME_TOO_LONG is reported once per overlong line, as soon
+ * as it passes max_line; the rest of that line is consumed silently.
+ * If reply has no room for an answer, the answer is dropped (never more
+ * than 64 bytes of answers between two empties). */
+size_t chat_frame_feed(chat_framer *f, const char *p, size_t n, chat_frame_out *out);
+
+/* ------------------------------------------------------------------------ */
+/* Sanitising                                                                */
+
+/* Worst-case output size for n input bytes (each invalid byte becomes the
+ * three bytes of U+FFFD). */
+#define CHAT_SANITIZE_MAX(n) ((n) * 3)
+
+/* Writes the safe form of in[0..n) to out (CHAT_SANITIZE_MAX(n) bytes) and
+ * returns its length: controls, escape sequences, C1 and bidi controls
+ * removed, TAB to space, BS/DEL erase the previous character, invalid UTF-8
+ * bytes replaced with U+FFFD, valid UTF-8 unchanged. */
+size_t chat_sanitize(const char *in, size_t n, char *out);
+
+/* ------------------------------------------------------------------------ */
+/* Commands                                                                  */
+
+typedef enum chat_cmd_kind {
+    CHAT_CMD_MESSAGE, /* not a command: arg is the text (a leading "//" gives "/") */
+    CHAT_CMD_NICK,
+    CHAT_CMD_WHO,
+    CHAT_CMD_ME,
+    CHAT_CMD_MSG,
+    CHAT_CMD_JOIN,
+    CHAT_CMD_ROOMS,
+    CHAT_CMD_QUIT,
+    CHAT_CMD_HELP,
+    CHAT_CMD_UNKNOWN, /* name: the unknown word, without its slash */
+} chat_cmd_kind;
+
+typedef struct chat_cmd {
+    chat_cmd_kind kind;
+    const char *name; size_t name_len; /* the command word (UNKNOWN) */
+    const char *target; size_t target_len; /* NICK, MSG, JOIN: first word */
+    const char *arg; size_t arg_len; /* the rest, leading blanks skipped,
+                                        trailing blanks trimmed */
+} chat_cmd;
+
+/* Parses one sanitised line (pointers point into it).  Command words are
+ * case-insensitive ("/NICK" works).  Arguments are not validated here. */
+void chat_cmd_parse(const char *line, size_t len, chat_cmd *out);
+
+/* Name rules of docs/protocol.md.  chat_nick_valid rejects names starting
+ * with "guest" (any case): those are given out by the server.  chat_room_norm writes the lower-case
+ * room name without a leading '#' to out (25 bytes) and returns its length,
+ * or 0 when the name is invalid. */
+bool chat_nick_valid(const char *name, size_t len);
+size_t chat_room_norm(const char *name, size_t len, char out[25]);
+
+/* Case-insensitive (ASCII) comparison of names. */
+bool chat_name_eq(const char *a, size_t alen, const char *b, size_t blen);
+
+#endif
