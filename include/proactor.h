@@ -224,6 +224,13 @@ PX_API int px_stream_send(px_stream *s, px_buf *buf);
 PX_API void px_stream_close(px_stream *s);
 PX_API void px_stream_abort(px_stream *s);
 
+/* Holds off reading: the stream is not read again before delay_ms from now
+ * (the handler running now, if any, still finishes).  Repeated calls keep
+ * the latest deadline.  This is how an application rate-limits a peer: its
+ * bytes wait in the kernel and TCP slows it down, while nobody else waits.
+ * Any thread. */
+PX_API void px_stream_pause(px_stream *s, uint64_t delay_ms);
+
 /* Keeps the stream's memory valid beyond on_close (for instance while another
  * thread iterates over a list of streams); every retain needs one release.
  * Any thread.  A released stream must not be used again. */
@@ -255,6 +262,14 @@ typedef struct px_listen_opts {
     px_stream_handlers handlers; /* for every accepted stream */
     void *user;         /* each accepted stream's initial user pointer */
     px_stream_opts stream_opts;
+    /* TCP keepalive for accepted sockets: first probe after keepalive_s idle
+     * seconds, so peers that vanished without a FIN or RST are noticed.
+     * 0: the system default (usually off). */
+    unsigned keepalive_s;
+    /* Written (best effort, without blocking) to a connection shed for want
+     * of descriptors, just before it is closed.  May be NULL. */
+    const char *busy_msg;
+    size_t busy_len;
     /* Optional, on the loop thread: accepting failed with err (-EMFILE and
      * -ENFILE mean out of descriptors: one pending connection was shed, that
      * is accepted and closed at once, and accepting goes on; other errors

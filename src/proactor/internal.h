@@ -102,6 +102,8 @@ struct px_stream {
     px_stream *exec_next; /* executor queue */
     px_stream *prev, *next; /* loop->streams */
     px_timer *linger;
+    px_timer *pause;               /* resumes reading after px_stream_pause */
+    _Atomic uint64_t read_after_ms; /* px_stream_pause deadline (px_now_ms) */
 
     /* Backend state (loop thread only). */
     bool be_readable, be_writable, be_rdhup, be_want_read, be_want_write;
@@ -123,6 +125,9 @@ struct px_listener {
     px_stream_handlers h;
     void *user;
     px_stream_opts sopts;
+    unsigned keepalive_s;
+    char *busy_msg;
+    size_t busy_len;
     void (*on_accept_error)(px_listener *l, int err, void *user);
     px_timer *pause; /* retry timer while accepting is paused */
     px_listener *prev, *next;

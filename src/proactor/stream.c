@@ -178,6 +178,25 @@ void px__stream_handle_requests(px_stream *s, unsigned bits)
         px__stream_event_done(s);
 }
 
+static void cancel_pause(px_stream *s)
+{
+    if (s->pause) {
+        px_timer_cancel(s->pause);
+        s->pause = NULL;
+        px_stream_release(s); /* the timer's reference */
+    }
+}
+
+static void pause_over(px_timer *t, void *user)
+{
+    (void)t;
+    px_stream *s = user;
+    px_stream_retain(s); /* cancel_pause drops the timer's reference */
+    cancel_pause(s);
+    px__schedule(s);
+    px_stream_release(s);
+}
+
 void px__stream_progress(px_stream *s)
 {
     px_loop *loop = s->loop;
@@ -190,11 +209,31 @@ void px__stream_progress(px_stream *s)
         if (any)
             loop->be->stream_send(loop, s);
     }
-    if (s->want_read && s->state == PX_ST_OPEN && !s->busy) {
+    if (s->want_read && s->state == PX_ST_OPEN && !s->busy && !s->pause) {
+        uint64_t after = atomic_load_explicit(&s->read_after_ms, memory_order_relaxed);
+        uint64_t now = after ? px_now_ms() : 0;
+        if (after > now) {
+            /* Paused: come back when the pause ends (want_read stays set). */
+            px_stream_retain(s);
+            if (px_timer_start(loop, &s->pause, after - now, 0, pause_over, s) == 0)
+                return;
+            s->pause = NULL;
+            px_stream_release(s); /* no memory for a timer: read now */
+        }
         s->want_read = false;
         if (!atomic_load(&s->no_data))
             loop->be->stream_recv(loop, s);
     }
+}
+
+void px_stream_pause(px_stream *s, uint64_t delay_ms)
+{
+    uint64_t until = px_now_ms() + delay_ms;
+    uint64_t cur = atomic_load_explicit(&s->read_after_ms, memory_order_relaxed);
+    while (cur < until &&
+           !atomic_compare_exchange_weak_explicit(&s->read_after_ms, &cur, until,
+                                                  memory_order_relaxed, memory_order_relaxed))
+        ;
 }
 
 void px__stream_received(px_stream *s, const char *data, ssize_t n)
@@ -390,6 +429,7 @@ static void linger_expired(px_timer *t, void *user)
 
 static void finish_close(px_stream *s, bool abortive)
 {
+    cancel_pause(s);
     if (s->linger) {
         px_timer_cancel(s->linger);
         s->linger = NULL;
@@ -583,13 +623,25 @@ int px_listen(px_loop *loop, px_listener **out, const px_listen_opts *opts)
     l->h = opts->handlers;
     l->user = opts->user;
     l->sopts = opts->stream_opts;
+    l->keepalive_s = opts->keepalive_s;
     l->on_accept_error = opts->on_accept_error;
+    if (opts->busy_msg && opts->busy_len) {
+        l->busy_msg = malloc(opts->busy_len);
+        if (!l->busy_msg) {
+            close(fd);
+            free(l);
+            return -ENOMEM;
+        }
+        memcpy(l->busy_msg, opts->busy_msg, opts->busy_len);
+        l->busy_len = opts->busy_len;
+    }
     if (px__on_loop(loop)) {
         px__listener_start(l);
     } else {
         int rc = px_loop_post(loop, listener_start_cb, l);
         if (rc) {
             close(fd);
+            free(l->busy_msg);
             free(l);
             return rc;
         }
@@ -641,6 +693,7 @@ void px__listener_shutdown(px_listener *l)
     if (l->next)
         l->next->prev = l->prev;
     close(l->fd);
+    free(l->busy_msg);
     free(l);
 }
 
@@ -648,6 +701,13 @@ void px__listener_accepted(px_listener *l, int fd)
 {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (l->keepalive_s) {
+        int idle = (int)l->keepalive_s, intvl = idle / 10 > 0 ? (int)idle / 10 : 1, cnt = 4;
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+    }
     px_stream *s = px__stream_new(l->loop, fd, &l->h, l->user, &l->sopts);
     if (!s) {
         close(fd);
@@ -693,9 +753,14 @@ static int shed_one(px_listener *l)
     if (loop->reserve_fd < 0)
         return -1;
     close(loop->reserve_fd);
-    int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
-    if (fd >= 0)
+    int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd >= 0) {
+        if (l->busy_len) {
+            ssize_t w = send(fd, l->busy_msg, l->busy_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+            (void)w; /* best effort: the socket buffer of a new connection has room */
+        }
         close(fd);
+    }
     loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     return fd >= 0 ? 1 : 0;
 }

@@ -1,0 +1,106 @@
+/*
+ * px_stream_pause: a paused stream is not read until its deadline, while
+ * other streams on the same loop keep being served.
+ */
+#include "helpers.h"
+
+#include <string.h>
+#include <unistd.h>
+
+#define PAUSE_MS 300
+
+typedef struct pause_state {
+    atomic_int chunks;
+    _Atomic uint64_t first_ms, second_ms, paused_at_ms;
+    bool pause_on_first;
+} pause_state;
+
+static void p_data(px_stream *s, const char *bytes, size_t len, void *user)
+{
+    (void)bytes;
+    (void)len;
+    pause_state *p = user;
+    int n = atomic_fetch_add(&p->chunks, 1) + 1;
+    uint64_t now = px_now_ms();
+    if (n == 1) {
+        atomic_store(&p->first_ms, now);
+        if (p->pause_on_first) {
+            atomic_store(&p->paused_at_ms, px_now_ms());
+            px_stream_pause(s, PAUSE_MS);
+        }
+    } else if (n == 2) {
+        atomic_store(&p->second_ms, now);
+    }
+}
+
+static void p_close(px_stream *s, int cause, void *user)
+{
+    (void)s;
+    (void)cause;
+    (void)user;
+}
+
+static const px_stream_handlers p_handlers = {.on_data = p_data, .on_close = p_close};
+
+ParameterizedTestParameters(pause, holds_reads)
+{
+    static px_executor ex[] = {PX_EXEC_POOL, PX_EXEC_THREAD, PX_EXEC_INLINE};
+    return cr_make_param_array(px_executor, ex, sizeof(ex) / sizeof(ex[0]));
+}
+
+ParameterizedTest(px_executor *ex, pause, holds_reads, .timeout = 20)
+{
+    px_loop *loop = tc_loop_new(*ex, NULL);
+    tc_runner r;
+    tc_runner_start(&r, loop);
+    int a[2], b[2];
+    tc_socketpair(a);
+    tc_socketpair(b);
+    pause_state pa = {.pause_on_first = true}, pb = {.pause_on_first = false};
+    px_stream *sa, *sb;
+    cr_assert_eq(px_stream_open(loop, &sa, a[0], &p_handlers, &pa, NULL), 0);
+    cr_assert_eq(px_stream_open(loop, &sb, b[0], &p_handlers, &pb, NULL), 0);
+
+    cr_assert_eq(tc_write_all(a[1], "x", 1), 0);
+    cr_assert(tc_wait_ge(&pa.chunks, 1, 5000));
+    cr_assert_eq(tc_write_all(a[1], "y", 1), 0);
+
+    /* While a is paused, b is served at once, twice. */
+    cr_assert_eq(tc_write_all(b[1], "1", 1), 0);
+    cr_assert(tc_wait_ge(&pb.chunks, 1, 5000));
+    cr_assert_eq(tc_write_all(b[1], "2", 1), 0);
+    cr_assert(tc_wait_ge(&pb.chunks, 2, 5000));
+    uint64_t b_done = px_now_ms();
+
+    cr_assert(tc_wait_ge(&pa.chunks, 2, 5000), "paused stream never read again");
+    uint64_t gap = atomic_load(&pa.second_ms) - atomic_load(&pa.paused_at_ms);
+    cr_assert_geq(gap, PAUSE_MS, "read again after %llu ms, paused for %d",
+                  (unsigned long long)gap, PAUSE_MS);
+    cr_assert_lt(b_done, atomic_load(&pa.second_ms), "the other stream waited for the pause");
+
+    close(a[1]);
+    close(b[1]);
+    tc_runner_finish(&r);
+}
+
+/* A pause does not delay closing: abort during a pause ends the stream. */
+Test(pause, close_during_pause, .timeout = 20)
+{
+    px_loop *loop = tc_loop_new(PX_EXEC_POOL, NULL);
+    tc_runner r;
+    tc_runner_start(&r, loop);
+    int a[2];
+    tc_socketpair(a);
+    pause_state pa = {.pause_on_first = true};
+    px_stream *sa;
+    cr_assert_eq(px_stream_open(loop, &sa, a[0], &p_handlers, &pa, NULL), 0);
+    px_stream_retain(sa);
+    cr_assert_eq(tc_write_all(a[1], "x", 1), 0);
+    cr_assert(tc_wait_ge(&pa.chunks, 1, 5000));
+    px_stream_pause(sa, 60000);
+    px_stream_abort(sa);
+    cr_assert_eq(tc_read_eof(a[1], 5000, true), 0, "abort did not close a paused stream");
+    px_stream_release(sa);
+    close(a[1]);
+    tc_runner_finish(&r);
+}
