@@ -164,7 +164,8 @@ PX_API size_t px_buf_len(const px_buf *buf);
 /* A stream's handlers.  All run on the loop's executor, never two of the same
  * stream at once, in the order the events happened:
  *   on_open (optional) first, then on_data any number of times, then on_close
- *   exactly once.
+ *   exactly once.  (A stream that closes before it could open, say because
+ *   the loop is being destroyed, gets on_close without on_open.)
  * A stream is not read while one of its handlers runs: a slow handler slows
  * its own peer through TCP and nobody else.  Handlers may call any "any
  * thread" function, including px_stream_send/close/abort on their own stream.
@@ -277,8 +278,9 @@ typedef struct px_listen_opts {
     void (*on_accept_error)(px_listener *l, int err, void *user);
 } px_listen_opts;
 
-/* Binds, listens and starts accepting (SO_REUSEADDR; every accepted socket
- * gets TCP_NODELAY).  Each accepted connection becomes a stream with
+/* Binds and listens now (so errors are returned here) and starts accepting
+ * on the loop's next pass (SO_REUSEADDR; every accepted socket gets
+ * TCP_NODELAY).  Each accepted connection becomes a stream with
  * opts->handlers.  Any thread.  On success *out is owned by the caller and
  * released with px_listener_close().  Errors: -EINVAL, -ENOMEM, or the errno
  * of getaddrinfo (as -EADDRNOTAVAIL) / socket / bind (-EADDRINUSE,

@@ -143,7 +143,7 @@ static void ep_wait(px_loop *loop, int timeout_ms)
             px_listener *l = (px_listener *)io;
             /* Bounded, so a connection storm cannot starve existing streams;
              * the listener is level-triggered and reports again. */
-            for (int k = 0; k < 64 && l->active; k++) {
+            for (int k = 0; k < 64 && l->active && !l->closing; k++) {
                 int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
                 if (fd >= 0) {
                     px__listener_accepted(l, fd);
@@ -175,7 +175,8 @@ static void ep_wait(px_loop *loop, int timeout_ms)
                 do_write(s);
             if (s->be_readable && s->be_want_read && s->state == PX_ST_OPEN) {
                 s->be_want_read = false;
-                do_read(loop, s);
+                if (!px__stream_paused(s))
+                    do_read(loop, s);
             }
             px_stream_release(s);
             break;
@@ -229,7 +230,6 @@ static void ep_stream_send(px_loop *loop, px_stream *s)
 
 static void ep_stream_close(px_loop *loop, px_stream *s, bool abortive)
 {
-    (void)loop;
     if (s->is_socket) {
         if (abortive) {
             struct linger lg = {.l_onoff = 1, .l_linger = 0};
@@ -243,7 +243,12 @@ static void ep_stream_close(px_loop *loop, px_stream *s, bool abortive)
                 ;
         }
     }
-    close(s->fd); /* also removes it from the epoll set */
+    /* close() removes the registration only when no other descriptor
+     * shares the file (dup, fork): remove it explicitly, or its events
+     * would point at a freed stream. */
+    epoll_state *st = loop->be_data;
+    epoll_ctl(st->epfd, EPOLL_CTL_DEL, s->fd, NULL);
+    close(s->fd);
     s->be_want_read = s->be_want_write = false;
     px__stream_closed(s);
 }

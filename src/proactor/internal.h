@@ -73,6 +73,7 @@ struct px_stream {
     px_stream *req_next;
     bool req_queued;
     atomic_bool no_data; /* close/abort requested: start no more on_data */
+    atomic_bool abort_req; /* px_stream_abort called: the close reports it */
 
     /* Send queue: a ring of buffer references, under lock.  Other threads
      * append; only the loop thread consumes. */
@@ -91,6 +92,7 @@ struct px_stream {
     bool busy;         /* an event is with the executor */
     bool want_read;    /* read when idle */
     bool want_flush;   /* queue has data to write */
+    bool want_open;    /* on_open still to be dispatched */
     bool pend_queued;  /* on loop->pend list */
     bool close_sent;   /* on_close dispatched */
     bool is_socket;
@@ -122,6 +124,7 @@ struct px_listener {
     int fd;
     uint16_t port;
     bool active;       /* registered with the backend */
+    bool closing;      /* px_listener_close called on the loop thread */
     px_stream_handlers h;
     void *user;
     px_stream_opts sopts;
@@ -208,6 +211,9 @@ px_stream *px__stream_new(px_loop *loop, int fd, const px_stream_handlers *h,
 void px__stream_start(px_stream *s);
 void px__stream_handle_requests(px_stream *s, unsigned bits);
 void px__stream_progress(px_stream *s);
+/* For backends about to read on readiness: true when px_stream_pause holds
+ * the stream (the core then reads it when the pause ends). */
+bool px__stream_paused(px_stream *s);
 void px__stream_begin_close(px_stream *s, int cause, bool abortive);
 void px__stream_event_done(px_stream *s);
 /* Called by backends. */
@@ -222,6 +228,11 @@ void px__listener_start(px_listener *l);
 void px__listener_shutdown(px_listener *l);
 
 /* timer.c */
+/* now + delay_ms, saturating instead of wrapping. */
+static inline uint64_t px__deadline(uint64_t now, uint64_t delay_ms)
+{
+    return delay_ms > UINT64_MAX - now ? UINT64_MAX : now + delay_ms;
+}
 int64_t px__timers_timeout_ms(px_loop *loop); /* -1: none; under no lock */
 void px__timers_run(px_loop *loop);
 void px__timers_drop(px_loop *loop);

@@ -87,10 +87,9 @@ int px_stream_open(px_loop *loop, px_stream **out, int fd,
     if (!s)
         return -ENOMEM;
     *out = s;
-    if (px__on_loop(loop))
-        px__stream_start(s);
-    else
-        px__stream_request(s, PX_REQ_START);
+    /* Started on the loop's next pass, even from the loop thread: no handler
+     * may run inside this call. */
+    px__stream_request(s, PX_REQ_START);
     return 0;
 }
 
@@ -124,12 +123,13 @@ void px__stream_start(px_stream *s)
         px__stream_begin_close(s, rc, true);
         return;
     }
-    if (s->h.on_open) {
-        dispatch(s, PX_EV_OPEN);
-    } else {
+    /* Handlers start from the pending pass, never from inside the caller
+     * (an accept loop, px_stream_open). */
+    if (s->h.on_open)
+        s->want_open = true;
+    else
         s->want_read = true;
-        px__schedule(s);
-    }
+    px__schedule(s);
 }
 
 static void finalize(px_stream *s)
@@ -197,9 +197,24 @@ static void pause_over(px_timer *t, void *user)
     px_stream_release(s);
 }
 
+bool px__stream_paused(px_stream *s)
+{
+    uint64_t after = atomic_load_explicit(&s->read_after_ms, memory_order_relaxed);
+    if (!after || after <= px_now_ms())
+        return false;
+    s->want_read = true; /* px__stream_progress arms the pause timer */
+    px__schedule(s);
+    return true;
+}
+
 void px__stream_progress(px_stream *s)
 {
     px_loop *loop = s->loop;
+    if (s->want_open && s->state == PX_ST_OPEN && !s->busy) {
+        s->want_open = false;
+        dispatch(s, PX_EV_OPEN);
+        return; /* reading starts when on_open has returned */
+    }
     if (s->want_flush && (s->state == PX_ST_OPEN || s->state == PX_ST_CLOSING)) {
         s->want_flush = false;
         pthread_mutex_lock(&s->lock);
@@ -228,7 +243,7 @@ void px__stream_progress(px_stream *s)
 
 void px_stream_pause(px_stream *s, uint64_t delay_ms)
 {
-    uint64_t until = px_now_ms() + delay_ms;
+    uint64_t until = px__deadline(px_now_ms(), delay_ms);
     uint64_t cur = atomic_load_explicit(&s->read_after_ms, memory_order_relaxed);
     while (cur < until &&
            !atomic_compare_exchange_weak_explicit(&s->read_after_ms, &cur, until,
@@ -443,6 +458,12 @@ void px__stream_begin_close(px_stream *s, int cause, bool abortive)
 {
     if (s->state == PX_ST_CLOSED || s->state == PX_ST_NEW)
         return;
+    if (atomic_load(&s->abort_req) && cause != -ECANCELED) {
+        /* px_stream_abort has returned: whatever else ends the stream
+         * first (end of file, an error), it reports the abort. */
+        cause = -ECONNABORTED;
+        abortive = true;
+    }
     if (s->state == PX_ST_CLOSING && !abortive)
         return; /* the first close decides, unless this one aborts */
     atomic_store(&s->no_data, true);
@@ -505,6 +526,7 @@ void px_stream_close(px_stream *s)
 
 void px_stream_abort(px_stream *s)
 {
+    atomic_store(&s->abort_req, true);
     refuse_more(s);
     px__stream_request(s, PX_REQ_ABORT);
 }
@@ -635,16 +657,14 @@ int px_listen(px_loop *loop, px_listener **out, const px_listen_opts *opts)
         memcpy(l->busy_msg, opts->busy_msg, opts->busy_len);
         l->busy_len = opts->busy_len;
     }
-    if (px__on_loop(loop)) {
-        px__listener_start(l);
-    } else {
-        int rc = px_loop_post(loop, listener_start_cb, l);
-        if (rc) {
-            close(fd);
-            free(l->busy_msg);
-            free(l);
-            return rc;
-        }
+    /* Started on the loop's next pass, so no handler (on_accept_error) runs
+     * inside this call. */
+    int rc = px_loop_post(loop, listener_start_cb, l);
+    if (rc) {
+        close(fd);
+        free(l->busy_msg);
+        free(l);
+        return rc;
     }
     *out = l;
     return 0;
@@ -656,11 +676,13 @@ void px_listener_close(px_listener *l)
 {
     if (!l)
         return;
+    /* Never freed in here: the loop may be in the middle of accepting on it
+     * (this can be called from on_accept_error).  On the loop thread, stop
+     * accepting at once; the socket closes on the next pass. */
     if (px__on_loop(l->loop))
-        px__listener_shutdown(l);
-    else
-        while (px_loop_post(l->loop, listener_close_cb, l) != 0)
-            sched_yield(); /* out of memory: nothing better than to retry */
+        l->closing = true;
+    while (px_loop_post(l->loop, listener_close_cb, l) != 0)
+        sched_yield(); /* out of memory: nothing better than to retry */
 }
 
 void px__listener_start(px_listener *l)

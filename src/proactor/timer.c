@@ -106,7 +106,7 @@ int px_timer_start(px_loop *loop, px_timer **out, uint64_t delay_ms,
     t->period_ms = period_ms;
     t->fn = fn;
     t->user = user;
-    t->due_ms = px_now_ms() + delay_ms;
+    t->due_ms = px__deadline(px_now_ms(), delay_ms);
     atomic_init(&t->refs, out ? 2 : 1);
     atomic_init(&t->cancelled, false);
     pthread_mutex_lock(&loop->lock);
@@ -175,10 +175,10 @@ void px__timers_run(px_loop *loop)
         if (t->period_ms) {
             pthread_mutex_lock(&loop->lock);
             if (!atomic_load(&t->cancelled)) {
-                uint64_t next = t->due_ms + t->period_ms;
+                uint64_t next = px__deadline(t->due_ms, t->period_ms);
                 uint64_t after = px_now_ms();
                 /* Skip missed periods instead of firing a burst. */
-                t->due_ms = next > after ? next : after + t->period_ms;
+                t->due_ms = next > after ? next : px__deadline(after, t->period_ms);
                 rearmed = heap_push(loop, t) == 0;
             }
             pthread_mutex_unlock(&loop->lock);

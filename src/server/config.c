@@ -1,60 +1,94 @@
 /*
  * Options: getopt_long over argv, every value checked, one error line naming
- * the option on failure.  Defaults live here and in --help, nowhere else.
+ * the option on failure.  Defaults live in config.h and --help, and the
+ * README's table explains why each was chosen.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #ifndef ST_VERSION
-#define ST_VERSION "0.1.0"
+#define ST_VERSION "0.2.0"
 #endif
 
 static void usage(FILE *f, const char *prog)
 {
     fprintf(f,
             "Usage: %s [options] [port]\n"
-            "A multithreaded line-relay chat server on libproactor: each line a\n"
-            "client sends is delivered to every other connected client.\n"
+            "A multithreaded telnet/netcat chat server on libproactor.\n"
             "\n"
-            "  port                  TCP port to listen on (default %d)\n"
-            "  -p, --port N          same as the positional port; 0 picks a free port\n"
-            "  -b, --bind ADDR       listen on ADDR only (default: every IPv6 and IPv4 address)\n"
-            "  -d, --dispatch MODE   where handlers run: pool (default: worker threads),\n"
-            "                        thread (a new thread per message, the original design),\n"
-            "                        inline (on the I/O loop thread)\n"
-            "  -t, --threads N       pool size (default: one per CPU)\n"
-            "      --backend NAME    auto (default), epoll, io_uring\n"
-            "  -q, --quiet           log errors only\n"
-            "  -v, --verbose         log more\n"
-            "  -h, --help            show this help and exit\n"
-            "  -V, --version         show the version and exit\n",
-            prog, SRV_DEFAULT_PORT);
+            "  port                   TCP port to listen on (default %d)\n"
+            "  -p, --port N           same as the positional port; 0 picks a free port\n"
+            "  -b, --bind ADDR        listen on ADDR only (default: every IPv6 and IPv4 address)\n"
+            "      --raw              plain relay: each line to every other client, unchanged\n"
+            "                         (no nicknames, commands, telnet handling or flood limit)\n"
+            "  -d, --dispatch MODE    where handlers run: pool (default: worker threads),\n"
+            "                         thread (a new thread per message, the original design),\n"
+            "                         inline (on the I/O loop thread)\n"
+            "  -t, --threads N        pool size (default: one per CPU)\n"
+            "      --backend NAME     auto (default), epoll, io_uring\n"
+            "      --max-clients N    refuse clients beyond N (default 0: no limit)\n"
+            "      --max-line BYTES   longest accepted line (default %d)\n"
+            "      --sendq BYTES      output queued for one client before it is dropped as\n"
+            "                         too slow (default %u; K, M, G suffixes)\n"
+            "      --flood R[:B]      at most R lines/s per client, bursts of B (default %d:%d\n"
+            "                         in chat mode, off with --raw; 0 turns it off)\n"
+            "      --idle-timeout S   disconnect clients silent for S seconds (default 0: off)\n"
+            "      --history N        lines of a room replayed to a new member (default %d)\n"
+            "  -q, --quiet            log errors only\n"
+            "  -v, --verbose          log more, including message text\n"
+            "  -h, --help             show this help and exit\n"
+            "  -V, --version          show the version and exit\n",
+            prog, SRV_DEFAULT_PORT, SRV_DEFAULT_MAX_LINE, SRV_DEFAULT_SENDQ,
+            SRV_DEFAULT_FLOOD_RATE, SRV_DEFAULT_FLOOD_BURST, SRV_DEFAULT_HISTORY);
 }
 
-/* Parses a whole decimal string in [min, max]. */
-static bool parse_uint(const char *s, unsigned long min, unsigned long max,
-                       unsigned long *out)
+/* Parses a whole decimal string in [min, max], with an optional K/M/G
+ * (binary) suffix when sized is set. */
+static bool parse_num(const char *s, unsigned long long min, unsigned long long max,
+                      bool sized, unsigned long long *out)
 {
-    if (!s || !*s || *s == '-' || *s == '+' || *s == ' ')
+    if (!s || *s < '0' || *s > '9')
         return false;
     errno = 0;
     char *end;
-    unsigned long v = strtoul(s, &end, 10);
-    if (errno || *end || v < min || v > max)
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno)
+        return false;
+    if (sized && *end) {
+        unsigned shift = 0;
+        switch (*end) {
+        case 'k': case 'K': shift = 10; break;
+        case 'm': case 'M': shift = 20; break;
+        case 'g': case 'G': shift = 30; break;
+        default: return false;
+        }
+        end++;
+        if (v > (ULLONG_MAX >> shift))
+            return false;
+        v <<= shift;
+    }
+    if (*end || v < min || v > max)
         return false;
     *out = v;
     return true;
 }
 
+static bool bad(FILE *err, const char *opt, const char *val, const char *expect)
+{
+    fprintf(err, "st_proactor: invalid %s '%s' (expected %s)\n", opt, val, expect);
+    return false;
+}
+
 static bool set_port(const char *s, srv_config *cfg, FILE *err)
 {
-    unsigned long v;
-    if (!parse_uint(s, 0, 65535, &v)) {
+    unsigned long long v;
+    if (!parse_num(s, 0, 65535, false, &v)) {
         fprintf(err, "st_proactor: invalid port '%s' (expected a number from 0 to 65535)\n", s);
         return false;
     }
@@ -62,17 +96,52 @@ static bool set_port(const char *s, srv_config *cfg, FILE *err)
     return true;
 }
 
+static bool set_flood(const char *s, srv_config *cfg, FILE *err)
+{
+    char buf[64];
+    if (strlen(s) >= sizeof(buf))
+        return bad(err, "--flood", s, "LINES/S or LINES/S:BURST, e.g. 20:40");
+    strcpy(buf, s);
+    char *colon = strchr(buf, ':');
+    if (colon)
+        *colon = '\0';
+    unsigned long long rate, burst = 0;
+    if (!parse_num(buf, 0, 1000000, false, &rate) ||
+        (colon && !parse_num(colon + 1, 1, 1000000, false, &burst)))
+        return bad(err, "--flood", s, "LINES/S or LINES/S:BURST, e.g. 20:40");
+    cfg->flood_rate = (unsigned)rate;
+    cfg->flood_burst = colon ? (unsigned)burst : (unsigned)(rate * 2 > 0 ? rate * 2 : 1);
+    return true;
+}
+
 srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *out,
                                   FILE *err)
 {
-    *cfg = (srv_config){.port = SRV_DEFAULT_PORT};
-    enum { OPT_BACKEND = 256 };
+    *cfg = (srv_config){
+        .port = SRV_DEFAULT_PORT,
+        .max_line = SRV_DEFAULT_MAX_LINE,
+        .sendq = SRV_DEFAULT_SENDQ,
+        .flood_rate = SRV_DEFAULT_FLOOD_RATE,
+        .flood_burst = SRV_DEFAULT_FLOOD_BURST,
+        .history = SRV_DEFAULT_HISTORY,
+    };
+    enum {
+        OPT_BACKEND = 256, OPT_RAW, OPT_MAX_CLIENTS, OPT_MAX_LINE, OPT_SENDQ, OPT_FLOOD,
+        OPT_IDLE, OPT_HISTORY,
+    };
     static const struct option longopts[] = {
         {"port", required_argument, NULL, 'p'},
         {"bind", required_argument, NULL, 'b'},
+        {"raw", no_argument, NULL, OPT_RAW},
         {"dispatch", required_argument, NULL, 'd'},
         {"threads", required_argument, NULL, 't'},
         {"backend", required_argument, NULL, OPT_BACKEND},
+        {"max-clients", required_argument, NULL, OPT_MAX_CLIENTS},
+        {"max-line", required_argument, NULL, OPT_MAX_LINE},
+        {"sendq", required_argument, NULL, OPT_SENDQ},
+        {"flood", required_argument, NULL, OPT_FLOOD},
+        {"idle-timeout", required_argument, NULL, OPT_IDLE},
+        {"history", required_argument, NULL, OPT_HISTORY},
         {"quiet", no_argument, NULL, 'q'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
@@ -82,10 +151,10 @@ srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *
     const char *prog = argc > 0 && argv[0] ? argv[0] : "st_proactor";
     opterr = 0;
     optind = 1;
-    bool port_set = false;
+    bool port_set = false, flood_set = false;
     int c;
     while ((c = getopt_long(argc, argv, ":p:b:d:t:qvhV", longopts, NULL)) != -1) {
-        unsigned long v;
+        unsigned long long v;
         switch (c) {
         case 'p':
             if (!set_port(optarg, cfg, err))
@@ -99,26 +168,67 @@ srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *
             }
             cfg->bind = optarg;
             break;
+        case OPT_RAW:
+            cfg->raw = true;
+            break;
         case 'd':
             if (px_executor_parse(optarg, &cfg->dispatch) != 0) {
-                fprintf(err, "st_proactor: invalid --dispatch '%s' (expected thread, pool or inline)\n",
-                        optarg);
+                bad(err, "--dispatch", optarg, "thread, pool or inline");
                 return SRV_PARSE_ERROR;
             }
             break;
         case 't':
-            if (!parse_uint(optarg, 1, 1024, &v)) {
-                fprintf(err, "st_proactor: invalid --threads '%s' (expected 1 to 1024)\n", optarg);
+            if (!parse_num(optarg, 1, 1024, false, &v)) {
+                bad(err, "--threads", optarg, "1 to 1024");
                 return SRV_PARSE_ERROR;
             }
             cfg->threads = (unsigned)v;
             break;
         case OPT_BACKEND:
             if (px_backend_parse(optarg, &cfg->backend) != 0) {
-                fprintf(err, "st_proactor: invalid --backend '%s' (expected auto, epoll or io_uring)\n",
-                        optarg);
+                bad(err, "--backend", optarg, "auto, epoll or io_uring");
                 return SRV_PARSE_ERROR;
             }
+            break;
+        case OPT_MAX_CLIENTS:
+            if (!parse_num(optarg, 0, 100000000, false, &v)) {
+                bad(err, "--max-clients", optarg, "a number, 0 for no limit");
+                return SRV_PARSE_ERROR;
+            }
+            cfg->max_clients = (unsigned)v;
+            break;
+        case OPT_MAX_LINE:
+            if (!parse_num(optarg, 16, 1u << 20, true, &v)) {
+                bad(err, "--max-line", optarg, "16 bytes to 1M");
+                return SRV_PARSE_ERROR;
+            }
+            cfg->max_line = (size_t)v;
+            break;
+        case OPT_SENDQ:
+            if (!parse_num(optarg, 1024, (unsigned long long)SIZE_MAX / 2, true, &v)) {
+                bad(err, "--sendq", optarg, "at least 1024 bytes, e.g. 256K or 4M");
+                return SRV_PARSE_ERROR;
+            }
+            cfg->sendq = (size_t)v;
+            break;
+        case OPT_FLOOD:
+            if (!set_flood(optarg, cfg, err))
+                return SRV_PARSE_ERROR;
+            flood_set = true;
+            break;
+        case OPT_IDLE:
+            if (!parse_num(optarg, 0, 30u * 24 * 3600, false, &v)) {
+                bad(err, "--idle-timeout", optarg, "seconds, 0 for none");
+                return SRV_PARSE_ERROR;
+            }
+            cfg->idle_timeout = (unsigned)v;
+            break;
+        case OPT_HISTORY:
+            if (!parse_num(optarg, 0, 10000, false, &v)) {
+                bad(err, "--history", optarg, "0 to 10000 lines");
+                return SRV_PARSE_ERROR;
+            }
+            cfg->history = (unsigned)v;
             break;
         case 'q':
             cfg->quiet = true;
@@ -148,6 +258,12 @@ srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *
         }
         if (!set_port(argv[optind], cfg, err))
             return SRV_PARSE_ERROR;
+    }
+    if (cfg->raw && !flood_set)
+        cfg->flood_rate = 0; /* the original relay has no rate limit */
+    if (cfg->quiet && cfg->verbose) {
+        fprintf(err, "st_proactor: --quiet and --verbose exclude each other\n");
+        return SRV_PARSE_ERROR;
     }
     return SRV_PARSE_RUN;
 }

@@ -5,16 +5,31 @@
 #include "proactor.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 
 #define SRV_DEFAULT_PORT 9034
+#define SRV_DEFAULT_MAX_LINE 2048
+#define SRV_DEFAULT_SENDQ (1u << 20)
+#define SRV_DEFAULT_FLOOD_RATE 20
+#define SRV_DEFAULT_FLOOD_BURST 40
+#define SRV_DEFAULT_HISTORY 20
+#define SRV_DEFAULT_KEEPALIVE_S 300
 
 typedef struct srv_config {
     unsigned port;
-    const char *bind;      /* NULL: every address, IPv6 and IPv4 */
+    const char *bind;       /* NULL: every address, IPv6 and IPv4 */
+    bool raw;               /* the original plain relay */
     px_executor dispatch;
     px_backend backend;
-    unsigned threads;      /* 0: one per CPU */
+    unsigned threads;       /* 0: one per CPU */
+    unsigned max_clients;   /* 0: no limit but the machine's */
+    size_t max_line;        /* bytes, terminator excluded */
+    size_t sendq;           /* bytes queued per client before it is dropped */
+    unsigned flood_rate;    /* lines per second; 0: off */
+    unsigned flood_burst;   /* lines */
+    unsigned idle_timeout;  /* seconds; 0: off */
+    unsigned history;       /* lines replayed to a room's new member */
     bool quiet, verbose;
 } srv_config;
 

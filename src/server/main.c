@@ -1,11 +1,12 @@
 /*
  * st_proactor: start-up (options, descriptor limit, signals), the listening
- * socket and the banner, then the loop until SIGINT or SIGTERM.  The relay
- * itself is in relay.c.
+ * socket and the banner, then the loop until SIGINT or SIGTERM, and a
+ * shutdown that lets clients take what is queued for them.  The chat itself
+ * is in session.c and room.c.
  */
 #include "config.h"
 #include "log.h"
-#include "relay.h"
+#include "chat.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -117,16 +118,24 @@ int main(int argc, char **argv)
             px_executor_name(px_loop_executor(the_loop)), px_loop_threads(the_loop));
 
     px_listener *listener;
-    rc = px_listen(the_loop, &listener, &(px_listen_opts){
-                                            .host = cfg.bind,
-                                            .port = (uint16_t)cfg.port,
-                                            .handlers = chat_relay_handlers,
-                                            .on_accept_error = on_accept_error,
-                                        });
+    chat_init(&cfg, the_loop);
+    static const char busy[] = "*** Server busy, try again later.\r\n";
+    rc = px_listen(the_loop, &listener,
+                   &(px_listen_opts){
+                       .host = cfg.bind,
+                       .port = (uint16_t)cfg.port,
+                       .handlers = chat_session_handlers,
+                       .stream_opts = {.sendq_bytes = cfg.sendq},
+                       .keepalive_s = SRV_DEFAULT_KEEPALIVE_S,
+                       .busy_msg = cfg.raw ? NULL : busy,
+                       .busy_len = cfg.raw ? 0 : sizeof(busy) - 1,
+                       .on_accept_error = on_accept_error,
+                   });
     if (rc) {
         fprintf(stderr, "st_proactor: cannot listen on port %u: %s\n", cfg.port,
                 rc == -EADDRINUSE ? "address already in use" : px_strerror(rc));
         px_loop_destroy(the_loop);
+        chat_fini();
         return 1;
     }
 
@@ -135,6 +144,7 @@ int main(int argc, char **argv)
     if (rc) {
         fprintf(stderr, "st_proactor: cannot start: %s\n", px_strerror(-rc));
         px_loop_destroy(the_loop);
+        chat_fini();
         return 1;
     }
     pthread_detach(sig_thread);
@@ -144,9 +154,8 @@ int main(int argc, char **argv)
 
     px_loop_run(the_loop);
     px_listener_close(listener);
-    unsigned online = chat_relay_online();
-    srv_log(SRV_LOG_INFO, "shutting down (%u clients connected)", online);
-    if (chat_relay_close_all(the_loop) > 0) {
+    srv_log(SRV_LOG_INFO, "shutting down (%u clients connected)", chat_online());
+    if (chat_shutdown(the_loop) > 0) {
         /* Let queued lines reach their readers, for a bounded time: the loop
          * stops when the last client has gone, or when this timer fires. */
         px_timer *deadline;
@@ -156,5 +165,6 @@ int main(int argc, char **argv)
         }
     }
     destroy_loop();
+    chat_fini();
     return 0;
 }

@@ -71,7 +71,7 @@ static void load(const char *dispatch)
     const int lines = h_slow() ? 60 : 200;
     const int want = (N_CLIENTS - 1) * lines;
     h_server s;
-    cr_assert(h_server_start(&s, "--dispatch", dispatch, NULL), "no banner");
+    cr_assert(h_server_start(&s, "--raw", "--dispatch", dispatch, NULL), "no banner");
 
     load_client *cl = calloc(N_CLIENTS, sizeof *cl);
     cr_assert(cl);

@@ -17,7 +17,7 @@ TestSuite(relay, .timeout = 60, .fini = h_cleanup);
 static void three_nc(const char *dispatch)
 {
     h_server s;
-    cr_assert(h_server_start(&s, "--dispatch", dispatch, NULL), "no banner");
+    cr_assert(h_server_start(&s, "--raw", "--dispatch", dispatch, NULL), "no banner");
     h_proc a, b, c;
     h_proc *all[] = {&a, &b, &c};
     for (int i = 0; i < 3; i++) {
@@ -55,7 +55,7 @@ Test(relay, ipv6_and_ipv4_clients)
     if (!h_have_ipv6_loopback())
         cr_skip_test("::1 is not available here");
     h_server s;
-    cr_assert(h_server_start(&s, NULL), "no banner");
+    cr_assert(h_server_start(&s, "--raw", NULL), "no banner");
     h_proc v6, v4;
     h_proc *all[] = {&v6, &v4};
     cr_assert(h_nc_start(&v6, "::1", s.port));
@@ -75,7 +75,7 @@ Test(relay, ipv6_and_ipv4_clients)
 Test(relay, partial_line)
 {
     h_server s;
-    cr_assert(h_server_start(&s, NULL), "no banner");
+    cr_assert(h_server_start(&s, "--raw", NULL), "no banner");
     h_proc a, b, c;
     h_proc *all[] = {&a, &b, &c};
     for (int i = 0; i < 3; i++) {
@@ -101,7 +101,7 @@ Test(relay, partial_line)
 Test(relay, write_then_close)
 {
     h_server s;
-    cr_assert(h_server_start(&s, NULL), "no banner");
+    cr_assert(h_server_start(&s, "--raw", NULL), "no banner");
     h_proc a, b, c;
     h_proc *all[] = {&a, &b, &c};
     for (int i = 0; i < 3; i++) {
@@ -129,7 +129,7 @@ Test(relay, write_then_close)
 Test(relay, killed_and_reset_clients)
 {
     h_server s;
-    cr_assert(h_server_start(&s, NULL), "no banner");
+    cr_assert(h_server_start(&s, "--raw", NULL), "no banner");
     h_proc a, b, k, r;
     h_proc *four[] = {&a, &b, &k, &r};
     cr_assert(h_nc_start(&a, "127.0.0.1", s.port));

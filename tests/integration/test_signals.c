@@ -14,7 +14,7 @@ TestSuite(signals, .timeout = 60, .fini = h_cleanup);
 static void stop_with(int sig)
 {
     h_server s;
-    cr_assert(h_server_start(&s, NULL), "no banner");
+    cr_assert(h_server_start(&s, "--raw", NULL), "no banner");
     h_proc a, b, r;
     h_proc *all[] = {&a, &b, &r};
     cr_assert(h_nc_start(&a, "127.0.0.1", s.port));

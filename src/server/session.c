@@ -1,0 +1,725 @@
+/*
+ * Sessions: one per client.  The stream handlers cut the bytes into lines
+ * (proto.c), apply the flood limit, sanitise, and run commands or relay the
+ * line to the client's room (room.c).  Also here: the registry of nicknames
+ * and sessions, the client limit, idle timeouts and shutdown.
+ */
+#include "chat.h"
+
+#include "log.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Read-only after chat_init. */
+static const srv_config *cfg;
+static px_loop *the_loop;
+static px_timer *idle_timer;
+
+/* The registry: every session, and nicknames (lower case) to sessions. */
+typedef struct nick_entry {
+    char key[CHAT_NICK_MAX + 1];
+    chat_session *s;
+    struct nick_entry *next;
+} nick_entry;
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static chat_session *sessions;
+static unsigned nsessions;
+static nick_entry **nicks;
+static unsigned nick_buckets, nnicks;
+static unsigned long guest_seq;
+static bool shutting_down;
+static px_loop *stop_when_empty;
+
+/* ------------------------------------------------------------------------ */
+/* Output                                                                    */
+
+px_buf *chat_fmt(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return NULL;
+    px_buf *b;
+    void *data;
+    if (px_buf_alloc(&b, (size_t)n + 2, &data) != 0)
+        return NULL;
+    va_start(ap, fmt);
+    vsnprintf(data, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    memcpy((char *)data + n, "\r\n", 2);
+    return b;
+}
+
+void chat_set_reason(chat_session *s, const char *reason)
+{
+    const char *none = NULL;
+    atomic_compare_exchange_strong(&s->reason, &none, reason);
+}
+
+int chat_send(chat_session *s, px_buf *b)
+{
+    int rc = px_stream_send(s->stream, b);
+    if (rc == PX_ESENDQ) {
+        chat_set_reason(s, "too slow");
+        px_stream_abort(s->stream);
+    }
+    return rc;
+}
+
+static void send_bytes(chat_session *s, const char *p, size_t n)
+{
+    px_buf *b;
+    if (px_buf_new(&b, p, n) == 0) {
+        chat_send(s, b);
+        px_buf_release(b);
+    }
+}
+
+/* A line to this client only. */
+static void reply(chat_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void reply(chat_session *s, const char *fmt, ...)
+{
+    char line[600];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    size_t len = (size_t)n < sizeof(line) - 2 ? (size_t)n : sizeof(line) - 3;
+    memcpy(line + len, "\r\n", 2);
+    send_bytes(s, line, len + 2);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Registry (under registry_lock)                                            */
+
+static void lower(char *dst, const char *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = (char)(src[i] >= 'A' && src[i] <= 'Z' ? src[i] + 32 : src[i]);
+    dst[n] = '\0';
+}
+
+static unsigned nick_hash(const char *key)
+{
+    unsigned h = 2166136261u;
+    for (; *key; key++)
+        h = (h ^ (unsigned char)*key) * 16777619u;
+    return h & (nick_buckets - 1);
+}
+
+static nick_entry **nick_find(const char *name, size_t len)
+{
+    char key[CHAT_NICK_MAX + 1];
+    lower(key, name, len);
+    nick_entry **pp = &nicks[nick_hash(key)];
+    while (*pp && strcmp((*pp)->key, key) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static void nick_grow(void)
+{
+    unsigned size = nick_buckets * 2;
+    nick_entry **t = calloc(size, sizeof(*t));
+    if (!t)
+        return;
+    unsigned old = nick_buckets;
+    nick_entry **from = nicks;
+    nicks = t;
+    nick_buckets = size;
+    for (unsigned i = 0; i < old; i++) {
+        for (nick_entry *e = from[i], *next; e; e = next) {
+            next = e->next;
+            unsigned h = nick_hash(e->key);
+            e->next = t[h];
+            t[h] = e;
+        }
+    }
+    free(from);
+}
+
+static int nick_add(const char *name, size_t len, chat_session *s)
+{
+    nick_entry **pp = nick_find(name, len);
+    if (*pp)
+        return -EEXIST;
+    nick_entry *e = malloc(sizeof(*e));
+    if (!e)
+        return -ENOMEM;
+    lower(e->key, name, len);
+    e->s = s;
+    e->next = NULL;
+    *pp = e;
+    if (++nnicks > nick_buckets * 2)
+        nick_grow();
+    return 0;
+}
+
+static void nick_del(const char *name)
+{
+    nick_entry **pp = nick_find(name, strlen(name));
+    nick_entry *e = *pp;
+    if (e) {
+        *pp = e->next;
+        free(e);
+        nnicks--;
+    }
+}
+
+/* Adds s with a fresh guest name; -EUSERS when the server is full. */
+static int registry_add(chat_session *s, unsigned *online)
+{
+    pthread_mutex_lock(&registry_lock);
+    int rc = 0;
+    if (shutting_down) {
+        rc = -ESHUTDOWN;
+    } else if (cfg->max_clients && nsessions >= cfg->max_clients) {
+        rc = -EUSERS;
+    } else {
+        /* Users cannot pick guest names, so the counter gives unique ones. */
+        snprintf(s->nick, sizeof(s->nick), "guest%lu", ++guest_seq);
+        rc = nick_add(s->nick, strlen(s->nick), s);
+    }
+    if (rc == 0) {
+        s->next = sessions;
+        s->prev = NULL;
+        if (sessions)
+            sessions->prev = s;
+        sessions = s;
+        nsessions++;
+        s->registered = true;
+    }
+    *online = nsessions;
+    pthread_mutex_unlock(&registry_lock);
+    return rc;
+}
+
+static unsigned registry_del(chat_session *s, px_loop **stop)
+{
+    pthread_mutex_lock(&registry_lock);
+    nick_del(s->nick);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    unsigned online = --nsessions;
+    *stop = online == 0 ? stop_when_empty : NULL;
+    pthread_mutex_unlock(&registry_lock);
+    return online;
+}
+
+unsigned chat_online(void)
+{
+    pthread_mutex_lock(&registry_lock);
+    unsigned n = nsessions;
+    pthread_mutex_unlock(&registry_lock);
+    return n;
+}
+
+/* Retains the streams of every session (or of those idle since before
+ * idle_before, when it is non-zero) into a new array. */
+static px_stream **collect(uint64_t idle_before, unsigned *count)
+{
+    pthread_mutex_lock(&registry_lock);
+    px_stream **out = malloc((nsessions ? nsessions : 1) * sizeof(*out));
+    unsigned n = 0;
+    for (chat_session *s = sessions; out && s; s = s->next) {
+        if (idle_before) {
+            if (s->idle_kicked || atomic_load(&s->last_active_ms) >= idle_before)
+                continue;
+            s->idle_kicked = true;
+        }
+        out[n++] = px_stream_retain(s->stream);
+    }
+    pthread_mutex_unlock(&registry_lock);
+    *count = n;
+    return out;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Commands                                                                  */
+
+static void cmd_help(chat_session *s)
+{
+    static const char *const lines[] = {
+        "*** Commands:",
+        "***   /nick NAME       change your nickname (letters, digits, _ and -, up to 16)",
+        "***   /who             who is in this room",
+        "***   /me ACTION       say what you are doing",
+        "***   /msg NICK TEXT   a private message",
+        "***   /join ROOM       move to another room (created if needed)",
+        "***   /rooms           list the rooms",
+        "***   /quit [REASON]   leave",
+        "***   /help            this list",
+        "*** Anything else is said to your room; start a line with // to say /...",
+    };
+    for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+        reply(s, "%s", lines[i]);
+}
+
+static void cmd_nick(chat_session *s, const chat_cmd *c)
+{
+    if (!c->target_len || c->arg_len) {
+        reply(s, "*** Error: usage: /nick NAME");
+        return;
+    }
+    if (!chat_nick_valid(c->target, c->target_len)) {
+        reply(s, "*** Error: '%.*s' is not a valid nickname: 1 to 16 letters, digits, _ or -, "
+                 "starting with a letter, not starting with 'guest'.",
+              (int)(c->target_len > 32 ? 32 : c->target_len), c->target);
+        return;
+    }
+    char old[CHAT_NICK_MAX + 1], name[CHAT_NICK_MAX + 1];
+    memcpy(name, c->target, c->target_len);
+    name[c->target_len] = '\0';
+    strcpy(old, s->nick);
+    if (strcmp(old, name) == 0) {
+        reply(s, "*** You are already %s.", name);
+        return;
+    }
+    pthread_mutex_lock(&registry_lock);
+    int rc = 0;
+    if (chat_name_eq(old, strlen(old), name, c->target_len)) {
+        strcpy(s->nick, name); /* only the case changes: same key */
+    } else {
+        rc = nick_add(name, c->target_len, s);
+        if (rc == 0) {
+            nick_del(old);
+            strcpy(s->nick, name);
+        }
+    }
+    pthread_mutex_unlock(&registry_lock);
+    if (rc == -EEXIST) {
+        reply(s, "*** Error: the nickname %s is taken.", name);
+        return;
+    }
+    if (rc) {
+        reply(s, "*** Error: out of memory.");
+        return;
+    }
+    px_buf *notice = chat_fmt("*** %s is now known as %s.", old, name);
+    if (notice) {
+        chat_room_send(s->room, s, notice, false);
+        px_buf_release(notice);
+    }
+    reply(s, "*** You are now known as %s.", name);
+    srv_log(SRV_LOG_DEBUG, "%s: %s is now known as %s", s->addr, old, name);
+}
+
+static void cmd_who(chat_session *s)
+{
+    enum { SHOWN = 200 };
+    const char *names[SHOWN];
+    char line[512];
+    pthread_mutex_lock(&registry_lock);
+    unsigned n = chat_room_nicks(s->room, names, SHOWN);
+    unsigned shown = n < SHOWN ? n : SHOWN;
+    /* Copy the names out while their owners cannot rename. */
+    char (*copy)[CHAT_NICK_MAX + 1] = malloc((shown ? shown : 1) * sizeof(*copy));
+    for (unsigned i = 0; copy && i < shown; i++)
+        strcpy(copy[i], names[i]);
+    pthread_mutex_unlock(&registry_lock);
+    if (!copy) {
+        reply(s, "*** Error: out of memory.");
+        return;
+    }
+    reply(s, "*** %u user%s in %s:", n, n == 1 ? "" : "s", chat_room_name(s->room));
+    size_t len = 0;
+    for (unsigned i = 0; i < shown; i++) {
+        if (len + strlen(copy[i]) + 6 > 400) {
+            reply(s, "*** %.*s", (int)len, line);
+            len = 0;
+        }
+        len += (size_t)snprintf(line + len, sizeof(line) - len, "%s%s", len ? ", " : "", copy[i]);
+    }
+    if (len)
+        reply(s, "*** %.*s", (int)len, line);
+    if (n > shown)
+        reply(s, "*** ... and %u more.", n - shown);
+    free(copy);
+}
+
+static void cmd_msg(chat_session *s, const chat_cmd *c)
+{
+    if (!c->target_len || !c->arg_len) {
+        reply(s, "*** Error: usage: /msg NICK TEXT");
+        return;
+    }
+    px_stream *to = NULL;
+    char name[CHAT_NICK_MAX + 1] = "";
+    if (c->target_len <= CHAT_NICK_MAX) {
+        pthread_mutex_lock(&registry_lock);
+        nick_entry *e = *nick_find(c->target, c->target_len);
+        if (e) {
+            to = px_stream_retain(e->s->stream);
+            strcpy(name, e->s->nick);
+        }
+        pthread_mutex_unlock(&registry_lock);
+    }
+    if (!to) {
+        reply(s, "*** Error: no user named %.*s.",
+              (int)(c->target_len > 32 ? 32 : c->target_len), c->target);
+        return;
+    }
+    px_buf *pm = chat_fmt("[PM from %s] %.*s", s->nick, (int)c->arg_len, c->arg);
+    int rc = pm ? px_stream_send(to, pm) : -ENOMEM;
+    if (rc == PX_ESENDQ) {
+        chat_session *t = px_stream_user(to);
+        if (t)
+            chat_set_reason(t, "too slow");
+        px_stream_abort(to);
+    }
+    px_buf_release(pm);
+    px_stream_release(to);
+    if (rc == 0)
+        reply(s, "[PM to %s] %.*s", name, (int)c->arg_len, c->arg);
+    else
+        reply(s, "*** Error: %s could not take your message.", name);
+}
+
+static void cmd_join(chat_session *s, const chat_cmd *c)
+{
+    char name[CHAT_ROOM_MAX + 1];
+    if (!c->target_len || c->arg_len) {
+        reply(s, "*** Error: usage: /join ROOM");
+        return;
+    }
+    if (!chat_room_norm(c->target, c->target_len, name)) {
+        reply(s, "*** Error: '%.*s' is not a valid room name: 1 to 24 letters, digits, _ or -.",
+              (int)(c->target_len > 32 ? 32 : c->target_len), c->target);
+        return;
+    }
+    if (strcmp(name, chat_room_name(s->room)) == 0) {
+        reply(s, "*** You are already in %s.", name);
+        return;
+    }
+    /* Enter first, so that running out of memory leaves s where it was. */
+    chat_room *old = s->room;
+    chat_room *r = chat_room_enter(name, s, true);
+    if (!r) {
+        reply(s, "*** Error: out of memory.");
+        return;
+    }
+    s->room = r;
+    px_buf *notice = chat_fmt("*** %s has left for %s.", s->nick, name);
+    chat_room_leave(old, s, notice);
+    px_buf_release(notice);
+}
+
+static void cmd_rooms(chat_session *s)
+{
+    char list[480];
+    unsigned n = chat_rooms_list(list, sizeof(list));
+    reply(s, "*** %u room%s: %s", n, n == 1 ? "" : "s", list);
+}
+
+static void cmd_quit(chat_session *s, const chat_cmd *c)
+{
+    if (c->arg_len)
+        snprintf(s->quit_msg, sizeof(s->quit_msg), "quit: %.*s",
+                 (int)(c->arg_len > 100 ? 100 : c->arg_len), c->arg);
+    else
+        strcpy(s->quit_msg, "quit");
+    chat_set_reason(s, s->quit_msg);
+    reply(s, "*** Bye.");
+    px_stream_close(s->stream);
+}
+
+static void say(chat_session *s, const char *text, size_t len, bool action)
+{
+    px_buf *msg = action ? chat_fmt("* %s %.*s", s->nick, (int)len, text)
+                         : chat_fmt("<%s> %.*s", s->nick, (int)len, text);
+    if (!msg) {
+        reply(s, "*** Error: out of memory; your message was not sent.");
+        return;
+    }
+    chat_room_send(s->room, action ? NULL : s, msg, true);
+    px_buf_release(msg);
+    if (srv_log_enabled(SRV_LOG_DEBUG))
+        srv_log(SRV_LOG_DEBUG, "%s <%s> %.*s", chat_room_name(s->room), s->nick, (int)len, text);
+}
+
+static void chat_line(chat_session *s, const char *line, size_t len)
+{
+    char *clean = malloc(CHAT_SANITIZE_MAX(len) + 1);
+    if (!clean) {
+        reply(s, "*** Error: out of memory; your message was not sent.");
+        return;
+    }
+    size_t n = chat_sanitize(line, len, clean);
+    chat_cmd c;
+    if (n)
+        chat_cmd_parse(clean, n, &c);
+    if (!n || (c.kind == CHAT_CMD_MESSAGE && !c.arg_len)) {
+        free(clean);
+        return; /* nothing left to say */
+    }
+    switch (c.kind) {
+    case CHAT_CMD_MESSAGE: say(s, c.arg, c.arg_len, false); break;
+    case CHAT_CMD_ME:
+        if (c.arg_len)
+            say(s, c.arg, c.arg_len, true);
+        else
+            reply(s, "*** Error: usage: /me ACTION");
+        break;
+    case CHAT_CMD_NICK: cmd_nick(s, &c); break;
+    case CHAT_CMD_WHO: cmd_who(s); break;
+    case CHAT_CMD_MSG: cmd_msg(s, &c); break;
+    case CHAT_CMD_JOIN: cmd_join(s, &c); break;
+    case CHAT_CMD_ROOMS: cmd_rooms(s); break;
+    case CHAT_CMD_QUIT: cmd_quit(s, &c); break;
+    case CHAT_CMD_HELP: cmd_help(s); break;
+    case CHAT_CMD_UNKNOWN:
+        reply(s, "*** Unknown command '/%.*s'. Type /help for commands.",
+              (int)(c.name_len > 32 ? 32 : c.name_len), c.name);
+        break;
+    }
+    free(clean);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Handlers                                                                  */
+
+static void on_open(px_stream *st, void *user)
+{
+    (void)user;
+    chat_session *s = calloc(1, sizeof(*s));
+    if (!s || chat_framer_init(&s->framer, cfg->max_line, !cfg->raw) != 0) {
+        free(s);
+        srv_log(SRV_LOG_ERROR, "out of memory: refusing a client");
+        px_stream_abort(st);
+        return;
+    }
+    s->stream = st;
+    if (px_stream_peer(st, s->addr, sizeof(s->addr)) < 0)
+        strcpy(s->addr, "?");
+    s->tokens = cfg->flood_burst;
+    s->tokens_ms = px_now_ms();
+    atomic_store(&s->last_active_ms, s->tokens_ms);
+    unsigned online;
+    int rc = registry_add(s, &online);
+    if (rc) {
+        if (rc == -EUSERS) {
+            if (!cfg->raw)
+                reply(s, "*** Server full (%u clients), try again later.", cfg->max_clients);
+            srv_log(SRV_LOG_INFO, "refused %s: server full (%u clients)", s->addr, online);
+        }
+        chat_framer_free(&s->framer);
+        px_stream_close(st);
+        free(s);
+        return;
+    }
+    if (!cfg->raw)
+        reply(s, "*** Welcome to st_proactor, %s! %u user%s online. Type /help for commands.",
+              s->nick, online, online == 1 ? "" : "s");
+    s->room = chat_room_enter(CHAT_LOBBY, s, !cfg->raw);
+    px_stream_set_user(st, s);
+    if (!s->room) {
+        chat_set_reason(s, "out of memory");
+        px_stream_abort(st);
+    }
+    srv_log(SRV_LOG_INFO, "connected %s as %s (%u online)", s->addr, s->nick, online);
+}
+
+/* Takes one line's worth of flood tokens; returns how long to stop reading
+ * (0: within the limit).  Lines already read are never dropped: a client
+ * over its rate pays by waiting for its next read. */
+static uint64_t flood_charge(chat_session *s)
+{
+    if (!cfg->flood_rate)
+        return 0;
+    uint64_t now = px_now_ms();
+    s->tokens += (double)(now - s->tokens_ms) * cfg->flood_rate / 1000.0;
+    if (s->tokens > cfg->flood_burst)
+        s->tokens = cfg->flood_burst;
+    s->tokens_ms = now;
+    s->tokens -= 1.0;
+    if (s->tokens >= 0)
+        return 0;
+    return (uint64_t)(-s->tokens * 1000.0 / cfg->flood_rate) + 1;
+}
+
+static void on_data(px_stream *st, const char *bytes, size_t len, void *user)
+{
+    chat_session *s = user;
+    if (!s || !s->room)
+        return;
+    atomic_store(&s->last_active_ms, px_now_ms());
+    uint64_t pause_ms = 0;
+    chat_frame_out out = {0};
+    while (len) {
+        size_t used = chat_frame_feed(&s->framer, bytes, len, &out);
+        bytes += used;
+        len -= used;
+        if (out.reply_len) {
+            send_bytes(s, out.reply, out.reply_len);
+            out.reply_len = 0;
+        }
+        switch (out.kind) {
+        case CHAT_FRAME_NONE:
+            break;
+        case CHAT_FRAME_TOO_LONG:
+            if (cfg->raw)
+                reply(s, "Error: line too long (max %zu bytes)", cfg->max_line);
+            else
+                reply(s, "*** Error: line too long (max %zu bytes); it was not sent.",
+                      cfg->max_line);
+            break;
+        case CHAT_FRAME_LINE: {
+            uint64_t wait = flood_charge(s);
+            if (wait > pause_ms)
+                pause_ms = wait;
+            if (cfg->raw) {
+                px_buf *b;
+                if (out.len && px_buf_new(&b, out.line, out.len) == 0) {
+                    chat_room_send(s->room, s, b, false);
+                    px_buf_release(b);
+                }
+            } else {
+                chat_line(s, out.line, out.len);
+            }
+            break;
+        }
+        }
+    }
+    if (pause_ms)
+        px_stream_pause(st, pause_ms);
+}
+
+static const char *close_reason(chat_session *s, int cause)
+{
+    const char *r = atomic_load(&s->reason);
+    if (r)
+        return r;
+    switch (cause) {
+    case 0: return "connection closed";
+    case -ECONNRESET: return "connection reset";
+    case -ETIMEDOUT: return "timed out";
+    case -ECANCELED: return "server shutting down";
+    default: return px_strerror(cause);
+    }
+}
+
+static void on_close(px_stream *st, int cause, void *user)
+{
+    (void)st;
+    chat_session *s = user;
+    if (!s)
+        return;
+    const char *why = close_reason(s, cause);
+    if (s->room) {
+        px_buf *notice = NULL;
+        bool quiet;
+        pthread_mutex_lock(&registry_lock);
+        quiet = shutting_down;
+        pthread_mutex_unlock(&registry_lock);
+        if (!cfg->raw && !quiet)
+            notice = chat_fmt("*** %s has left (%s).", s->nick, why);
+        chat_room_leave(s->room, s, notice);
+        px_buf_release(notice);
+    }
+    px_loop *stop = NULL;
+    unsigned online = registry_del(s, &stop);
+    srv_log(SRV_LOG_INFO, "disconnected %s (%s) (%u online): %s", s->addr, s->nick, online, why);
+    chat_framer_free(&s->framer);
+    free(s);
+    if (stop)
+        px_loop_stop(stop);
+}
+
+const px_stream_handlers chat_session_handlers = {
+    .on_open = on_open,
+    .on_data = on_data,
+    .on_close = on_close,
+};
+
+/* ------------------------------------------------------------------------ */
+/* Server-wide                                                               */
+
+static void idle_check(px_timer *t, void *user)
+{
+    (void)t;
+    (void)user;
+    uint64_t now = px_now_ms(), limit = (uint64_t)cfg->idle_timeout * 1000;
+    if (now <= limit)
+        return;
+    unsigned n;
+    px_stream **idle = collect(now - limit, &n);
+    px_buf *bye = n ? chat_fmt("*** Idle timeout.") : NULL;
+    for (unsigned i = 0; idle && i < n; i++) {
+        chat_session *s = px_stream_user(idle[i]);
+        if (s)
+            chat_set_reason(s, "idle timeout");
+        if (bye)
+            px_stream_send(idle[i], bye);
+        px_stream_close(idle[i]);
+        px_stream_release(idle[i]);
+    }
+    px_buf_release(bye);
+    free(idle);
+}
+
+void chat_init(const srv_config *config, px_loop *loop)
+{
+    cfg = config;
+    the_loop = loop;
+    nick_buckets = 256;
+    nicks = calloc(nick_buckets, sizeof(*nicks));
+    chat_rooms_init(cfg->raw ? 0 : cfg->history);
+    if (cfg->idle_timeout) {
+        uint64_t period = cfg->idle_timeout >= 4 ? 1000 : 250;
+        if (px_timer_start(loop, &idle_timer, period, period, idle_check, NULL) != 0)
+            srv_log(SRV_LOG_ERROR, "out of memory: idle timeouts are off");
+    }
+}
+
+unsigned chat_shutdown(px_loop *loop)
+{
+    if (idle_timer)
+        px_timer_cancel(idle_timer);
+    idle_timer = NULL;
+    pthread_mutex_lock(&registry_lock);
+    shutting_down = true;
+    stop_when_empty = loop;
+    pthread_mutex_unlock(&registry_lock);
+    unsigned n;
+    px_stream **all = collect(0, &n);
+    px_buf *bye = cfg->raw ? NULL : chat_fmt("*** Server shutting down.");
+    for (unsigned i = 0; all && i < n; i++) {
+        chat_session *s = px_stream_user(all[i]);
+        if (s)
+            chat_set_reason(s, "server shutting down");
+        if (bye)
+            px_stream_send(all[i], bye);
+        px_stream_close(all[i]);
+        px_stream_release(all[i]);
+    }
+    px_buf_release(bye);
+    free(all);
+    return n;
+}
+
+void chat_fini(void)
+{
+    idle_timer = NULL; /* cancelled by chat_shutdown, or dropped with the loop */
+    chat_rooms_fini();
+    for (unsigned i = 0; nicks && i < nick_buckets; i++) {
+        for (nick_entry *e = nicks[i], *next; e; e = next) {
+            next = e->next;
+            free(e);
+        }
+    }
+    free(nicks);
+    nicks = NULL;
+}
