@@ -34,7 +34,7 @@ void chat_framer_free(chat_framer *f);
 
 typedef enum chat_frame_kind {
     CHAT_FRAME_NONE,     /* input consumed, no complete line yet */
-    CHAT_FRAME_LINE,     /* a complete line: out->line, out->len */
+    CHAT_FRAME_LINE,     /* a complete line: out->line, out->len (may be 0) */
     CHAT_FRAME_TOO_LONG, /* a line passed max_line: it is being discarded */
 } chat_frame_kind;
 
@@ -43,7 +43,8 @@ typedef struct chat_frame_out {
     const char *line; /* CHAT_FRAME_LINE: valid until the next feed */
     size_t len;
     /* Telnet answers to send back to the client, appended by each feed
-     * (the caller empties it by setting reply_len = 0 after sending). */
+     * (start with reply_len = 0; the caller empties it by setting
+     * reply_len = 0 after sending). */
     char reply[64];
     size_t reply_len;
 } chat_frame_out;
