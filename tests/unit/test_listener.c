@@ -342,8 +342,10 @@ static int em_scenario(void)
     if (rc != 0)
         EM_FAIL(12, "px_loop_create: %s", px_strerror(rc));
     px_listener *l = NULL;
+    static const char busy[] = "busy, try later\r\n";
     px_listen_opts lo = {.host = "127.0.0.1", .handlers = ls_handlers, .user = ls,
-                         .on_accept_error = em_accept_error};
+                         .on_accept_error = em_accept_error,
+                         .busy_msg = busy, .busy_len = sizeof busy - 1};
     rc = px_listen(loop, &l, &lo);
     if (rc != 0)
         EM_FAIL(13, "px_listen: %s", px_strerror(rc));
@@ -407,6 +409,11 @@ static int em_scenario(void)
     if (cpu > 0.5 * wall)
         EM_FAIL(21, "loop spins out of descriptors: %.2f s CPU in %.2f s", cpu, wall);
     for (int k = n; k < more; k++) {
+        /* Each shed client is told why before it is closed. */
+        char told[sizeof busy - 1];
+        rc = tc_read_exact(cl[k], told, sizeof told, 5000, NULL);
+        if (rc != 0 || memcmp(told, busy, sizeof told) != 0)
+            EM_FAIL(31, "excess client %d did not get the busy message: %s", k, px_strerror(rc));
         rc = tc_read_eof(cl[k], 5000, true);
         if (rc != 0 && rc != -ECONNRESET)
             EM_FAIL(22, "excess client %d not closed: %s", k, px_strerror(rc));
