@@ -192,7 +192,7 @@ typedef struct px_stream_opts {
 } px_stream_opts;
 
 /* Adopts fd, a connected socket or pipe, as a stream: the proactor reads it
- * and runs handlers->on_data with what arrives.  The fd is made non-blocking;
+ * (unless it is write-only) and runs handlers->on_data with what arrives.  The fd is made non-blocking;
  * on success the stream owns it (closes it) and *out is the stream, valid
  * until its on_close returns (or longer with px_stream_retain()).  handlers
  * is copied; on_data and on_close are required.  opts may be NULL.  Any
@@ -308,10 +308,11 @@ PX_API int px_timer_start(px_loop *loop, px_timer **out, uint64_t delay_ms,
                           uint64_t period_ms,
                           void (*fn)(px_timer *t, void *user), void *user);
 
-/* Cancels the timer and releases the caller's handle.  From the loop thread
- * (including the timer's own callback) no callback runs after this returns;
- * from another thread a callback already running may finish, and no new one
- * starts.  Any thread. */
+/* Cancels the timer and releases the caller's handle.  No callback runs
+ * after this returns: from another thread it waits for a callback already
+ * running to return (so do not call it from another thread while holding a
+ * lock that the callback takes).  Any thread, including the timer's own
+ * callback. */
 PX_API void px_timer_cancel(px_timer *t);
 
 /* Milliseconds of CLOCK_MONOTONIC; the clock timers use.  Any thread. */

@@ -96,6 +96,7 @@ struct px_stream {
     bool pend_queued;  /* on loop->pend list */
     bool close_sent;   /* on_close dispatched */
     bool is_socket;
+    bool can_read;     /* not a write-only descriptor */
     px_event ev;       /* the event given to the executor */
     char *ev_data;
     size_t ev_len;
@@ -187,6 +188,8 @@ struct px_loop {
     px_timer **heap;
     unsigned heap_len, heap_cap;
     uint64_t timer_seq;
+    px_timer *timer_running;     /* whose callback runs now */
+    pthread_cond_t timer_done;   /* signalled when it returns */
 
     /* Loop thread only. */
     px_stream *pend, *pend_tail;

@@ -293,12 +293,14 @@ int px_loop_create(px_loop **out, const px_loop_opts *opts)
     loop->wake_io.kind = PX_IO_WAKE;
     loop->reserve_fd = -1;
     pthread_mutex_init(&loop->lock, NULL);
+    pthread_cond_init(&loop->timer_done, NULL);
     loop->rbuf = malloc(o.recv_bytes);
     int rc = loop->rbuf ? 0 : -ENOMEM;
     if (rc == 0)
         rc = pick_backend(loop, o.backend);
     if (rc) {
         free(loop->rbuf);
+        pthread_cond_destroy(&loop->timer_done);
         pthread_mutex_destroy(&loop->lock);
         free(loop);
         return rc;
@@ -307,6 +309,7 @@ int px_loop_create(px_loop **out, const px_loop_opts *opts)
     if (rc) {
         loop->be->fini(loop);
         free(loop->rbuf);
+        pthread_cond_destroy(&loop->timer_done);
         pthread_mutex_destroy(&loop->lock);
         free(loop);
         return rc;
@@ -359,6 +362,7 @@ void px_loop_destroy(px_loop *loop)
     if (loop->reserve_fd >= 0)
         close(loop->reserve_fd);
     free(loop->rbuf);
+    pthread_cond_destroy(&loop->timer_done);
     pthread_mutex_destroy(&loop->lock);
     free(loop);
 }

@@ -42,6 +42,8 @@ px_stream *px__stream_new(px_loop *loop, int fd, const px_stream_handlers *h,
     s->state = PX_ST_NEW;
     struct stat st;
     s->is_socket = fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+    int fl = fcntl(fd, F_GETFL);
+    s->can_read = fl < 0 || (fl & O_ACCMODE) != O_WRONLY;
     socklen_t alen = sizeof(s->peer);
     if (!s->is_socket || getpeername(fd, &s->peer.sa, &alen) != 0)
         s->peer.sa.sa_family = AF_UNSPEC;
@@ -128,7 +130,7 @@ void px__stream_start(px_stream *s)
     if (s->h.on_open)
         s->want_open = true;
     else
-        s->want_read = true;
+        s->want_read = s->can_read;
     px__schedule(s);
 }
 
@@ -158,7 +160,7 @@ void px__stream_event_done(px_stream *s)
         dispatch_close(s);
         return;
     }
-    if (s->state == PX_ST_OPEN) {
+    if (s->state == PX_ST_OPEN && s->can_read) {
         s->want_read = true;
         px__schedule(s);
     }
@@ -488,7 +490,9 @@ void px__stream_begin_close(px_stream *s, int cause, bool abortive)
                            linger_expired, s) != 0) {
             s->linger = NULL;
             px_stream_release(s);
+            s->cause = -ENOMEM; /* cannot bound the wait: close now */
             finish_close(s, true);
+            return;
         }
         s->want_flush = true; /* make sure the rest goes out */
         px__schedule(s);
@@ -776,6 +780,7 @@ static int shed_one(px_listener *l)
         return -1;
     close(loop->reserve_fd);
     int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    bool nothing_pending = fd < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
     if (fd >= 0) {
         if (l->busy_len) {
             ssize_t w = send(fd, l->busy_msg, l->busy_len, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -784,7 +789,9 @@ static int shed_one(px_listener *l)
         close(fd);
     }
     loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    return fd >= 0 ? 1 : 0;
+    if (fd >= 0)
+        return 1;
+    return nothing_pending ? 0 : -1;
 }
 
 void px__listener_failed(px_listener *l, int err)

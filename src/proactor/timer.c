@@ -136,6 +136,11 @@ void px_timer_cancel(px_timer *t)
         heap_remove(loop, t);
         drop_heap_ref = true;
     }
+    /* Off the loop thread, wait for a run already started to return, so
+     * the caller may free what the callback uses once this returns. */
+    if (!px__on_loop(loop))
+        while (loop->timer_running == t)
+            pthread_cond_wait(&loop->timer_done, &loop->lock);
     pthread_mutex_unlock(&loop->lock);
     if (drop_heap_ref)
         timer_unref(t);
@@ -166,10 +171,20 @@ void px__timers_run(px_loop *loop)
         }
         px_timer *t = loop->heap[0];
         heap_remove(loop, t); /* the heap's reference is now ours */
+        /* Decided under the lock: a cancel either comes first (no run) or
+         * waits for this run to return. */
+        bool run = !atomic_load(&t->cancelled);
+        if (run)
+            loop->timer_running = t;
         pthread_mutex_unlock(&loop->lock);
 
-        if (!atomic_load(&t->cancelled))
+        if (run) {
             t->fn(t, t->user);
+            pthread_mutex_lock(&loop->lock);
+            loop->timer_running = NULL;
+            pthread_cond_broadcast(&loop->timer_done);
+            pthread_mutex_unlock(&loop->lock);
+        }
 
         bool rearmed = false;
         if (t->period_ms) {

@@ -228,8 +228,10 @@ unsigned chat_online(void)
 }
 
 /* Retains the streams of every session (or of those idle since before
- * idle_before, when it is non-zero) into a new array. */
-static px_stream **collect(uint64_t idle_before, unsigned *count)
+ * idle_before, when it is non-zero) into a new array, and gives each the
+ * reason it is about to leave.  The reason is set here, under the lock,
+ * because a session may close and be freed once the lock is released. */
+static px_stream **collect(uint64_t idle_before, const char *reason, unsigned *count)
 {
     pthread_mutex_lock(&registry_lock);
     px_stream **out = malloc((nsessions ? nsessions : 1) * sizeof(*out));
@@ -240,6 +242,7 @@ static px_stream **collect(uint64_t idle_before, unsigned *count)
                 continue;
             s->idle_kicked = true;
         }
+        chat_set_reason(s, reason);
         out[n++] = px_stream_retain(s->stream);
     }
     pthread_mutex_unlock(&registry_lock);
@@ -356,32 +359,30 @@ static void cmd_msg(chat_session *s, const chat_cmd *c)
         reply(s, "*** Error: usage: /msg NICK TEXT");
         return;
     }
-    px_stream *to = NULL;
+    px_buf *pm = chat_fmt("[PM from %s] %.*s", s->nick, (int)c->arg_len, c->arg);
+    if (!pm) {
+        reply(s, "*** Error: out of memory; your message was not sent.");
+        return;
+    }
     char name[CHAT_NICK_MAX + 1] = "";
+    int rc = -ENOENT;
     if (c->target_len <= CHAT_NICK_MAX) {
+        /* Sent under the lock: the target cannot be freed meanwhile, and a
+         * send only appends to its queue. */
         pthread_mutex_lock(&registry_lock);
         nick_entry *e = *nick_find(c->target, c->target_len);
         if (e) {
-            to = px_stream_retain(e->s->stream);
             strcpy(name, e->s->nick);
+            rc = chat_send(e->s, pm);
         }
         pthread_mutex_unlock(&registry_lock);
     }
-    if (!to) {
+    px_buf_release(pm);
+    if (rc == -ENOENT) {
         reply(s, "*** Error: no user named %.*s.",
               (int)(c->target_len > 32 ? 32 : c->target_len), c->target);
         return;
     }
-    px_buf *pm = chat_fmt("[PM from %s] %.*s", s->nick, (int)c->arg_len, c->arg);
-    int rc = pm ? px_stream_send(to, pm) : -ENOMEM;
-    if (rc == PX_ESENDQ) {
-        chat_session *t = px_stream_user(to);
-        if (t)
-            chat_set_reason(t, "too slow");
-        px_stream_abort(to);
-    }
-    px_buf_release(pm);
-    px_stream_release(to);
     if (rc == 0)
         reply(s, "[PM to %s] %.*s", name, (int)c->arg_len, c->arg);
     else
@@ -613,7 +614,6 @@ static const char *close_reason(chat_session *s, int cause)
 
 static void on_close(px_stream *st, int cause, void *user)
 {
-    (void)st;
     chat_session *s = user;
     if (!s)
         return;
@@ -632,6 +632,7 @@ static void on_close(px_stream *st, int cause, void *user)
     px_loop *stop = NULL;
     unsigned online = registry_del(s, &stop);
     srv_log(SRV_LOG_INFO, "disconnected %s (%s) (%u online): %s", s->addr, s->nick, online, why);
+    px_stream_set_user(st, NULL);
     chat_framer_free(&s->framer);
     free(s);
     if (stop)
@@ -655,12 +656,9 @@ static void idle_check(px_timer *t, void *user)
     if (now <= limit)
         return;
     unsigned n;
-    px_stream **idle = collect(now - limit, &n);
+    px_stream **idle = collect(now - limit, "idle timeout", &n);
     px_buf *bye = n ? chat_fmt("*** Idle timeout.") : NULL;
     for (unsigned i = 0; idle && i < n; i++) {
-        chat_session *s = px_stream_user(idle[i]);
-        if (s)
-            chat_set_reason(s, "idle timeout");
         if (bye)
             px_stream_send(idle[i], bye);
         px_stream_close(idle[i]);
@@ -694,12 +692,9 @@ unsigned chat_shutdown(px_loop *loop)
     stop_when_empty = loop;
     pthread_mutex_unlock(&registry_lock);
     unsigned n;
-    px_stream **all = collect(0, &n);
+    px_stream **all = collect(0, "server shutting down", &n);
     px_buf *bye = cfg->raw ? NULL : chat_fmt("*** Server shutting down.");
     for (unsigned i = 0; all && i < n; i++) {
-        chat_session *s = px_stream_user(all[i]);
-        if (s)
-            chat_set_reason(s, "server shutting down");
         if (bye)
             px_stream_send(all[i], bye);
         px_stream_close(all[i]);
