@@ -232,6 +232,14 @@ PX_API void px_stream_abort(px_stream *s);
  * Any thread. */
 PX_API void px_stream_pause(px_stream *s, uint64_t delay_ms);
 
+/* From inside on_data only: the last n bytes of this chunk were not used;
+ * deliver them again, before anything new, at the stream's next read (after
+ * a pause, if one is set).  With px_stream_pause this lets an application
+ * stop mid-chunk, for instance to enforce a rate, without losing input or
+ * holding it itself.  n larger than the chunk counts as the whole chunk.
+ * Returns 0 or -ENOMEM (nothing kept: the bytes count as used). */
+PX_API int px_stream_keep(px_stream *s, size_t n);
+
 /* Keeps the stream's memory valid beyond on_close (for instance while another
  * thread iterates over a list of streams); every retain needs one release.
  * Any thread.  A released stream must not be used again. */

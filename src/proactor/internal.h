@@ -101,6 +101,8 @@ struct px_stream {
     char *ev_data;
     size_t ev_len;
     bool ev_owned;     /* ev_data is a heap copy the executor frees */
+    char *kept;        /* px_stream_keep: bytes to deliver before reading */
+    size_t kept_len;
     px_stream *pend_next;
     px_stream *exec_next; /* executor queue */
     px_stream *prev, *next; /* loop->streams */

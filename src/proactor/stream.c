@@ -62,6 +62,7 @@ void px_stream_release(px_stream *s)
         return;
     /* The queue was emptied when the stream closed. */
     free(s->q);
+    free(s->kept);
     pthread_mutex_destroy(&s->lock);
     free(s);
 }
@@ -238,9 +239,37 @@ void px__stream_progress(px_stream *s)
             px_stream_release(s); /* no memory for a timer: read now */
         }
         s->want_read = false;
-        if (!atomic_load(&s->no_data))
-            loop->be->stream_recv(loop, s);
+        if (atomic_load(&s->no_data))
+            return;
+        if (s->kept) {
+            /* Bytes the last handler gave back come before new ones. */
+            s->ev_data = s->kept;
+            s->ev_len = s->kept_len;
+            s->ev_owned = true;
+            s->kept = NULL;
+            dispatch(s, PX_EV_DATA);
+            return;
+        }
+        loop->be->stream_recv(loop, s);
     }
+}
+
+int px_stream_keep(px_stream *s, size_t n)
+{
+    /* Runs inside on_data: the stream is busy, so the loop leaves ev_* and
+     * kept alone until the handler's completion is reported. */
+    if (n > s->ev_len)
+        n = s->ev_len;
+    if (n == 0)
+        return 0;
+    char *copy = malloc(n);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, s->ev_data + s->ev_len - n, n);
+    free(s->kept);
+    s->kept = copy;
+    s->kept_len = n;
+    return 0;
 }
 
 void px_stream_pause(px_stream *s, uint64_t delay_ms)

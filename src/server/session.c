@@ -533,9 +533,8 @@ static void on_open(px_stream *st, void *user)
     srv_log(SRV_LOG_INFO, "connected %s as %s (%u online)", s->addr, s->nick, online);
 }
 
-/* Takes one line's worth of flood tokens; returns how long to stop reading
- * (0: within the limit).  Lines already read are never dropped: a client
- * over its rate pays by waiting for its next read. */
+/* Takes one line's worth of flood tokens; returns how long the client must
+ * wait before its next line (0: within the limit). */
 static uint64_t flood_charge(chat_session *s)
 {
     if (!cfg->flood_rate)
@@ -557,7 +556,6 @@ static void on_data(px_stream *st, const char *bytes, size_t len, void *user)
     if (!s || !s->room)
         return;
     atomic_store(&s->last_active_ms, px_now_ms());
-    uint64_t pause_ms = 0;
     chat_frame_out out = {0};
     while (len) {
         size_t used = chat_frame_feed(&s->framer, bytes, len, &out);
@@ -579,8 +577,17 @@ static void on_data(px_stream *st, const char *bytes, size_t len, void *user)
             break;
         case CHAT_FRAME_LINE: {
             uint64_t wait = flood_charge(s);
-            if (wait > pause_ms)
-                pause_ms = wait;
+            if (wait && len) {
+                /* Over the rate: this line goes out, the rest of the chunk
+                 * comes back after the pause, and meanwhile the socket is
+                 * not read, so TCP slows the sender.  Nothing is dropped. */
+                if (px_stream_keep(st, len) == 0) {
+                    px_stream_pause(st, wait);
+                    len = 0;
+                }
+            } else if (wait) {
+                px_stream_pause(st, wait);
+            }
             if (cfg->raw) {
                 px_buf *b;
                 if (out.len && px_buf_new(&b, out.line, out.len) == 0) {
@@ -594,8 +601,6 @@ static void on_data(px_stream *st, const char *bytes, size_t len, void *user)
         }
         }
     }
-    if (pause_ms)
-        px_stream_pause(st, pause_ms);
 }
 
 static const char *close_reason(chat_session *s, int cause)

@@ -104,3 +104,62 @@ Test(pause, close_during_pause, .timeout = 20)
     close(a[1]);
     tc_runner_finish(&r);
 }
+
+/* px_stream_keep: bytes given back come again, first, even with no new
+ * input, and after the pause when one is set. */
+typedef struct keep_state {
+    atomic_int calls;
+    char got[64];
+    atomic_size_t got_len;
+    _Atomic uint64_t kept_at, again_at;
+} keep_state;
+
+static void k_data(px_stream *s, const char *bytes, size_t len, void *user)
+{
+    keep_state *k = user;
+    int n = atomic_fetch_add(&k->calls, 1) + 1;
+    size_t at = atomic_load(&k->got_len);
+    size_t take = len;
+    if (n == 1 && len > 3) {
+        take = len - 3; /* give back the last 3 bytes */
+        TC_CHECK(px_stream_keep(s, 3) == 0);
+        px_stream_pause(s, 200);
+        atomic_store(&k->kept_at, px_now_ms());
+    } else if (n == 2) {
+        atomic_store(&k->again_at, px_now_ms());
+    }
+    if (at + take <= sizeof k->got) {
+        memcpy(k->got + at, bytes, take);
+        atomic_store(&k->got_len, at + take);
+    }
+}
+
+static const px_stream_handlers k_handlers = {.on_data = k_data, .on_close = p_close};
+
+ParameterizedTestParameters(pause, keep_redelivers)
+{
+    static px_executor ex[] = {PX_EXEC_POOL, PX_EXEC_THREAD, PX_EXEC_INLINE};
+    return cr_make_param_array(px_executor, ex, sizeof(ex) / sizeof(ex[0]));
+}
+
+ParameterizedTest(px_executor *ex, pause, keep_redelivers, .timeout = 20)
+{
+    px_loop *loop = tc_loop_new(*ex, NULL);
+    tc_runner r;
+    tc_runner_start(&r, loop);
+    int a[2];
+    tc_socketpair(a);
+    keep_state k = {0};
+    px_stream *sa;
+    cr_assert_eq(px_stream_open(loop, &sa, a[0], &k_handlers, &k, NULL), 0);
+    cr_assert_eq(tc_write_all(a[1], "abcdef", 6), 0);
+    cr_assert(tc_wait_ge_size(&k.got_len, 6, 5000), "kept bytes never came back");
+    cr_assert_eq(memcmp(k.got, "abcdef", 6), 0, "bytes out of order: %.6s", k.got);
+    cr_assert_geq(atomic_load(&k.again_at) - atomic_load(&k.kept_at), 200);
+    /* New input comes after the kept bytes. */
+    cr_assert_eq(tc_write_all(a[1], "gh", 2), 0);
+    cr_assert(tc_wait_ge_size(&k.got_len, 8, 5000));
+    cr_assert_eq(memcmp(k.got, "abcdefgh", 8), 0);
+    close(a[1]);
+    tc_runner_finish(&r);
+}
