@@ -337,19 +337,22 @@ static void cmd_who(chat_session *s)
         reply(s, "*** Error: out of memory.");
         return;
     }
-    reply(s, "*** %u user%s in %s:", n, n == 1 ? "" : "s", chat_room_name(s->room));
-    size_t len = 0;
+    /* "*** 3 users in lobby: a, b, c", continued on further "*** " lines
+     * when long. */
+    size_t len = (size_t)snprintf(line, sizeof(line), "%u user%s in %s: ", n, n == 1 ? "" : "s",
+                                  chat_room_name(s->room));
+    size_t start = len;
     for (unsigned i = 0; i < shown; i++) {
-        if (len + strlen(copy[i]) + 6 > 400) {
+        if (len + strlen(copy[i]) + 2 > 400) {
             reply(s, "*** %.*s", (int)len, line);
-            len = 0;
+            len = start = 0;
         }
-        len += (size_t)snprintf(line + len, sizeof(line) - len, "%s%s", len ? ", " : "", copy[i]);
+        len += (size_t)snprintf(line + len, sizeof(line) - len, "%s%s", len > start ? ", " : "",
+                                copy[i]);
     }
-    if (len)
-        reply(s, "*** %.*s", (int)len, line);
     if (n > shown)
-        reply(s, "*** ... and %u more.", n - shown);
+        len += (size_t)snprintf(line + len, sizeof(line) - len, " and %u more", n - shown);
+    reply(s, "*** %.*s", (int)len, line);
     free(copy);
 }
 
@@ -405,17 +408,20 @@ static void cmd_join(chat_session *s, const chat_cmd *c)
         reply(s, "*** You are already in %s.", name);
         return;
     }
-    /* Enter first, so that running out of memory leaves s where it was. */
-    chat_room *old = s->room;
-    chat_room *r = chat_room_enter(name, s, true);
-    if (!r) {
-        reply(s, "*** Error: out of memory.");
-        return;
-    }
-    s->room = r;
+    /* Leave, then enter: a session is a member of one room at a time, which
+     * is what lets it keep a single position (room_idx). */
     px_buf *notice = chat_fmt("*** %s has left for %s.", s->nick, name);
-    chat_room_leave(old, s, notice);
+    chat_room_leave(s->room, s, notice);
     px_buf_release(notice);
+    s->room = chat_room_enter(name, s, true);
+    if (!s->room) {
+        reply(s, "*** Error: out of memory; back to %s.", CHAT_LOBBY);
+        s->room = chat_room_enter(CHAT_LOBBY, s, true);
+    }
+    if (!s->room) {
+        chat_set_reason(s, "out of memory");
+        px_stream_abort(s->stream);
+    }
 }
 
 static void cmd_rooms(chat_session *s)
@@ -460,9 +466,11 @@ static void chat_line(chat_session *s, const char *line, size_t len)
     }
     size_t n = chat_sanitize(line, len, clean);
     chat_cmd c;
-    if (n)
-        chat_cmd_parse(clean, n, &c);
-    if (!n || (c.kind == CHAT_CMD_MESSAGE && !c.arg_len)) {
+    chat_cmd_parse(clean, n, &c);
+    bool blank = true;
+    for (size_t i = 0; i < n && blank; i++)
+        blank = clean[i] == ' ';
+    if (blank || (c.kind == CHAT_CMD_MESSAGE && !c.arg_len)) {
         free(clean);
         return; /* nothing left to say */
     }

@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pty.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -529,4 +530,102 @@ bool h_have_ipv6_loopback(void)
     bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
     close(fd);
     return ok;
+}
+
+/* ---- Chat mode (additions for tests/integration/test_chat*.c) ---- */
+
+bool h_chat_connect(h_server *s, h_proc *p, int online, char *nick, size_t cap)
+{
+    static const char pre[] = "*** Welcome to st_proactor, ";
+    char line[1024];
+    if (!h_tcp_connect(p, "127.0.0.1", s->port)) {
+        fprintf(stderr, "h_chat_connect: cannot connect to port %d\n", s->port);
+        return false;
+    }
+    if (!h_server_wait_connected(s, online)) {
+        fprintf(stderr, "h_chat_connect: no \"(%d online)\" logged\n", online);
+        return false;
+    }
+    ssize_t n = h_read_line(&p->out, line, sizeof line, H_WAIT_MS);
+    if (n <= 0 || strncmp(line, pre, sizeof pre - 1) != 0) {
+        fprintf(stderr, "h_chat_connect: first line is not the welcome: \"%s\"\n",
+                n > 0 ? line : n == 0 ? "EOF" : "timeout");
+        return false;
+    }
+    size_t len = strcspn(line + sizeof pre - 1, "!");
+    if (cap > 0) {
+        size_t c = len < cap - 1 ? len : cap - 1;
+        memcpy(nick, line + sizeof pre - 1, c);
+        nick[c] = '\0';
+    }
+    n = h_read_line(&p->out, line, sizeof line, H_WAIT_MS);
+    if (n <= 0 || strncmp(line, "*** You are in ", 15) != 0) {
+        fprintf(stderr, "h_chat_connect: second line is not \"*** You are in ...\": \"%s\"\n",
+                n > 0 ? line : n == 0 ? "EOF" : "timeout");
+        return false;
+    }
+    return true;
+}
+
+void h_chat_connect_n(h_server *s, h_proc *const clients[], int n, int first_online,
+                      char nicks[][32])
+{
+    for (int i = 0; i < n; i++) {
+        cr_assert(h_chat_connect(s, clients[i], first_online + i, nicks[i], 32),
+                  "client %d did not get in", i);
+        char want[96];
+        snprintf(want, sizeof want, "*** %s has joined lobby.\r\n", nicks[i]);
+        for (int j = 0; j < i; j++)
+            h_expect_line(clients[j], want);
+    }
+}
+
+void h_chat_relay(h_proc *const clients[], int n, int sender, const char *nick,
+                  const char *text)
+{
+    char out[2048], want[2048];
+    snprintf(out, sizeof out, "%s\n", text);
+    snprintf(want, sizeof want, "<%s> %s\r\n", nick, text);
+    cr_assert(h_send(clients[sender], out), "client %d could not send", sender);
+    for (int i = 0; i < n; i++)
+        if (i != sender)
+            h_expect_line(clients[i], want);
+}
+
+void h_expect_eof(h_proc *p, int timeout_ms)
+{
+    char got[1024];
+    ssize_t n = h_read_line(&p->out, got, sizeof got, timeout_ms);
+    cr_assert(n >= 0, "no EOF within %d ms", timeout_ms);
+    cr_assert(n == 0, "expected EOF, got the line \"%.*s\"", (int)strcspn(got, "\n"), got);
+}
+
+int h_pty_spawn(h_proc *p, char *const argv[])
+{
+    int master;
+    pid_t parent = getpid();
+    signal(SIGPIPE, SIG_IGN);
+    pid_t pid = forkpty(&master, NULL, NULL, NULL);
+    if (pid < 0)
+        return -errno;
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        close_range(3, ~0U, 0);
+        signal(SIGPIPE, SIG_DFL);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    fcntl(master, F_SETFD, FD_CLOEXEC);
+    pid_add(pid);
+    p->pid = pid;
+    p->status = 0;
+    p->in = master;
+    reader_init(&p->out, master);
+    reader_init(&p->err, -1);
+    return 0;
 }

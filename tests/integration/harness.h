@@ -134,4 +134,30 @@ int h_free_port(void);
 /* True when ::1 can be bound here. */
 bool h_have_ipv6_loopback(void);
 
+/* ---- Chat mode (additions for tests/integration/test_chat*.c) ---- */
+
+/* Connects a raw TCP client, waits for the server's "(online online)" log line, then
+ * reads the two welcome lines ("*** Welcome to st_proactor, NICK! ..." and "*** You are
+ * in ..."). Copies NICK into nick. False (with a message on stderr) otherwise. */
+bool h_chat_connect(h_server *s, h_proc *p, int online, char *nick, size_t cap);
+
+/* Connects n raw clients one after another (online counts start at first_online) and
+ * consumes the "*** NICK has joined lobby." notice at every earlier one of them.
+ * nicks[i] receives client i's nickname. Asserts (Criterion) on any mismatch. */
+void h_chat_connect_n(h_server *s, h_proc *const clients[], int n, int first_online,
+                      char nicks[][32]);
+
+/* Sends text + "\n" from clients[sender] (whose nickname is nick) and asserts that
+ * every other client's next line is exactly "<nick> text\r\n". */
+void h_chat_relay(h_proc *const clients[], int n, int sender, const char *nick,
+                  const char *text);
+
+/* Asserts that p's stream ends (EOF, possibly after a reset) within timeout_ms with no
+ * further complete line. */
+void h_expect_eof(h_proc *p, int timeout_ms);
+
+/* Starts argv in a new pseudo-terminal (forkpty): p->in == p->out.fd is the master.
+ * Returns 0 or -errno. The child dies with the test. */
+int h_pty_spawn(h_proc *p, char *const argv[]);
+
 #endif
