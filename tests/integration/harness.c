@@ -368,10 +368,24 @@ static bool read_banner(h_server *s)
 
 bool h_server_start_argv(h_server *s, const char *const args[])
 {
+    return h_server_start_nofile(s, 0, args);
+}
+
+bool h_server_start_nofile(h_server *s, int nofile, const char *const args[])
+{
     char *argv[64];
+    char limit[48];
     int n = 0;
     const char *backend = getenv("ST_BACKEND");
 
+    if (nofile > 0) {
+        /* prlimit (util-linux) sets soft and hard limits before exec, so
+         * the server cannot raise its own. */
+        snprintf(limit, sizeof limit, "--nofile=%d:%d", nofile, nofile);
+        argv[n++] = "prlimit";
+        argv[n++] = limit;
+        argv[n++] = "--";
+    }
     argv[n++] = (char *)h_server_path();
     if (backend && *backend) {
         argv[n++] = "--backend";

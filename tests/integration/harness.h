@@ -97,6 +97,9 @@ bool h_send(h_proc *p, const char *s);
 bool h_server_start(h_server *s, ...) __attribute__((sentinel));
 /* Same, with argv taken as is (no "--port 0"). */
 bool h_server_start_argv(h_server *s, const char *const args[]);
+/* The same, with the server's descriptor limit (soft and hard) set to
+ * nofile; args must include the port options. */
+bool h_server_start_nofile(h_server *s, int nofile, const char *const args[]);
 
 /* Waits for the server's stderr line "connected ... (n online)". */
 bool h_server_wait_connected(h_server *s, int n);
