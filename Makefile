@@ -5,7 +5,8 @@
 #   make SANITIZE=thread       same, built with TSan into build/tsan/
 #   make tests                 the Criterion test binaries of the current variant
 #   make test                  deps, then build and run everything for each of
-#                              $(TEST_VARIANTS); ends with "N passed, N failed"
+#                              $(TEST_VARIANTS) x $(TEST_BACKENDS); ends with
+#                              "N passed, N failed"
 #   make run ARGS='--port 0'   deps, build, run ./st_proactor $(ARGS)
 #   make check-symbols         every symbol exported by libproactor.so starts with px_
 #   make deps                  check (and install) what the build and tests need
@@ -20,6 +21,8 @@ endif
 SANITIZE ?=
 WERROR ?= 1
 TEST_VARIANTS ?= release address thread
+# Every suite runs once per backend; one that is unavailable here is skipped, loudly.
+TEST_BACKENDS ?= epoll io_uring
 ARGS ?=
 
 # ---------------------------------------------------------------------------
@@ -178,6 +181,13 @@ $(BUILD)/integration_tests: $(INTEG_OBJS) $(TEST_SUPPORT_OBJS) $(LIB_A)
 # ---------------------------------------------------------------------------
 # Checks and runs.
 
+# chatbench: load generator for fan-out servers (tools/chatbench/README.md); libc only.
+.PHONY: chatbench
+chatbench: $(BUILD)/chatbench
+$(BUILD)/chatbench: tools/chatbench/chatbench.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(ALL_LDFLAGS)
+
 deps:
 	@scripts/deps.sh
 
@@ -220,13 +230,16 @@ test:
 			else printf '%s\t0\t1\t0\n' "$$v check-symbols" >> $(RESULTS); fi; \
 		fi; \
 		noaslr=; [ $$v = thread ] && noaslr=--no-aslr; \
+		for b in $(TEST_BACKENDS); do \
 		if [ -x $$dir/unit_tests ]; then \
-			TEST_RESULTS=$(RESULTS) scripts/run-tests.sh $$noaslr "$$v unit" $$dir/unit_tests; \
+			TEST_RESULTS=$(RESULTS) scripts/run-tests.sh $$noaslr "$$v $$b unit" $$dir/unit_tests \
+				PX_TEST_BACKEND=$$b; \
 		else echo "[$$v unit] no tests in tests/unit/"; fi; \
 		if [ -x $$dir/integration_tests ]; then \
-			TEST_RESULTS=$(RESULTS) scripts/run-tests.sh $$noaslr "$$v integration" \
-				$$dir/integration_tests ST_PROACTOR="$(CURDIR)/$$out/st_proactor"; \
+			TEST_RESULTS=$(RESULTS) scripts/run-tests.sh $$noaslr "$$v $$b integration" \
+				$$dir/integration_tests ST_PROACTOR="$(CURDIR)/$$out/st_proactor" ST_BACKEND=$$b; \
 		else echo "[$$v integration] no tests in tests/integration/"; fi; \
+		done; \
 	done; \
 	echo "==== summary"; \
 	awk -F'\t' '{ p += $$2; f += $$3; s += $$4; \

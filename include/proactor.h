@@ -85,10 +85,13 @@ typedef struct px_loop_opts {
 
 /* Creates a loop.  On success *out holds a loop owned by the caller, to be
  * released with px_loop_destroy(); pool workers are already started.
- * opts may be NULL (all defaults).  Any thread.
- * Errors: -EINVAL (bad option value), -ENOTSUP (backend not available in this
- * build or on this kernel), -ENOMEM, -EMFILE/-ENFILE, or another errno from
- * epoll_create1/eventfd/pthread_create. */
+ * opts may be NULL (all defaults).  PX_BACKEND_AUTO tries io_uring and falls
+ * back to epoll on any failure (px_loop_backend_note says why); io_uring
+ * needs Linux 5.19 or later (multishot accept, provided buffer rings) and
+ * must not be blocked by seccomp or kernel.io_uring_disabled.  Any thread.
+ * Errors: -EINVAL (bad option value), -ENOTSUP (PX_BACKEND_IO_URING asked
+ * for where it is not usable), -ENOMEM, -EMFILE/-ENFILE, or another errno
+ * from epoll_create1/eventfd/pthread_create. */
 PX_API int px_loop_create(px_loop **out, const px_loop_opts *opts);
 
 /* Runs the loop on the calling thread (which becomes the loop thread) until
@@ -112,6 +115,16 @@ PX_API void px_loop_destroy(px_loop *loop);
 /* The backend and executor the loop actually uses (never AUTO).  Any thread. */
 PX_API px_backend px_loop_backend(const px_loop *loop);
 PX_API px_executor px_loop_executor(const px_loop *loop);
+/* Whether backend could be used here: 0, or a negative errno (-ENOTSUP,
+ * -EPERM, ...) with the reason written to why (NUL-terminated, may be NULL).
+ * It sets the backend up and tears it down again.  Any thread. */
+PX_API int px_backend_probe(px_backend backend, char *why, size_t len);
+
+/* One line saying which backend the loop uses and why, e.g.
+ * "epoll (io_uring unavailable: io_uring_setup failed: Operation not
+ * permitted)".  Valid while the loop exists.  Any thread. */
+PX_API const char *px_loop_backend_note(const px_loop *loop);
+
 /* Worker threads in the pool (0 for the other executors).  Any thread. */
 PX_API unsigned px_loop_threads(const px_loop *loop);
 

@@ -45,5 +45,6 @@ struct px_backend_ops {
 };
 
 extern const struct px_backend_ops px__backend_epoll;
+extern const struct px_backend_ops px__backend_uring;
 
 #endif

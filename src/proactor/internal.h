@@ -111,7 +111,11 @@ struct px_stream {
     _Atomic uint64_t read_after_ms; /* px_stream_pause deadline (px_now_ms) */
 
     /* Backend state (loop thread only). */
+    bool fd_closing;   /* the backend has been told to close */
     bool be_readable, be_writable, be_rdhup, be_want_read, be_want_write;
+    bool be_closing;   /* io_uring: closing once be_ops reaches 0 */
+    uint8_t be_ops;    /* io_uring: operations in flight */
+    void *be_ctx;      /* io_uring: the send in flight */
 
     /* Peer address, kept so px_stream_peer never touches the descriptor. */
     union {
@@ -136,6 +140,7 @@ struct px_listener {
     size_t busy_len;
     void (*on_accept_error)(px_listener *l, int err, void *user);
     px_timer *pause; /* retry timer while accepting is paused */
+    void *be_ctx;    /* backend state (io_uring: the accept operation) */
     px_listener *prev, *next;
 };
 
@@ -173,6 +178,7 @@ struct px_loop {
     const struct px_backend_ops *be;
     void *be_data;
     px_backend backend;
+    char backend_note[160]; /* which backend, and why (px_loop_backend_note) */
     px_loop_opts opts;
     px_io wake_io;
 

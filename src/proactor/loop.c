@@ -7,6 +7,7 @@
 #include "backend.h"
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -257,16 +258,38 @@ void px_loop_stop(px_loop *loop)
     loop->be->wake(loop);
 }
 
+static int use_backend(px_loop *loop, const struct px_backend_ops *be)
+{
+    loop->be = be;
+    loop->backend = be->id;
+    return be->init(loop);
+}
+
+/* auto: io_uring when the kernel allows it (it may be missing, too old, or
+ * blocked by a seccomp policy or the io_uring_disabled sysctl), else epoll;
+ * backend_note says which, and why. */
 static int pick_backend(px_loop *loop, px_backend want)
 {
+    int rc;
     switch (want) {
     case PX_BACKEND_IO_URING:
-        return -ENOTSUP; /* not built yet: the io_uring backend is future work */
+        rc = use_backend(loop, &px__backend_uring);
+        return rc == 0 ? 0 : -ENOTSUP;
     case PX_BACKEND_AUTO:
+        if (use_backend(loop, &px__backend_uring) == 0)
+            return 0;
+        {
+            char why[sizeof(loop->backend_note)];
+            snprintf(why, sizeof(why), "%s", loop->backend_note);
+            rc = use_backend(loop, &px__backend_epoll);
+            snprintf(loop->backend_note, sizeof(loop->backend_note),
+                     "epoll (io_uring unavailable: %.120s)", why);
+        }
+        return rc;
     case PX_BACKEND_EPOLL:
-        loop->be = &px__backend_epoll;
-        loop->backend = PX_BACKEND_EPOLL;
-        return loop->be->init(loop);
+        rc = use_backend(loop, &px__backend_epoll);
+        snprintf(loop->backend_note, sizeof(loop->backend_note), "epoll (as asked)");
+        return rc;
     }
     return -EINVAL;
 }
@@ -367,6 +390,24 @@ void px_loop_destroy(px_loop *loop)
     free(loop);
 }
 
+int px_backend_probe(px_backend backend, char *why, size_t len)
+{
+    if ((unsigned)backend > PX_BACKEND_IO_URING)
+        return -EINVAL;
+    px_loop *probe = calloc(1, sizeof(*probe));
+    if (!probe)
+        return -ENOMEM;
+    probe->wake_io.kind = PX_IO_WAKE;
+    int rc = pick_backend(probe, backend);
+    if (why && len)
+        snprintf(why, len, "%s", probe->backend_note);
+    if (rc == 0)
+        probe->be->fini(probe);
+    free(probe);
+    return rc;
+}
+
 px_backend px_loop_backend(const px_loop *loop) { return loop->backend; }
+const char *px_loop_backend_note(const px_loop *loop) { return loop->backend_note; }
 px_executor px_loop_executor(const px_loop *loop) { return loop->opts.executor; }
 unsigned px_loop_threads(const px_loop *loop) { return loop->exec.nthreads; }

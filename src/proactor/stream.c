@@ -202,7 +202,7 @@ static void pause_over(px_timer *t, void *user)
 
 bool px__stream_paused(px_stream *s)
 {
-    uint64_t after = atomic_load_explicit(&s->read_after_ms, memory_order_relaxed);
+    uint64_t after = atomic_load_explicit(&s->read_after_ms, memory_order_acquire);
     if (!after || after <= px_now_ms())
         return false;
     s->want_read = true; /* px__stream_progress arms the pause timer */
@@ -228,7 +228,7 @@ void px__stream_progress(px_stream *s)
             loop->be->stream_send(loop, s);
     }
     if (s->want_read && s->state == PX_ST_OPEN && !s->busy && !s->pause) {
-        uint64_t after = atomic_load_explicit(&s->read_after_ms, memory_order_relaxed);
+        uint64_t after = atomic_load_explicit(&s->read_after_ms, memory_order_acquire);
         uint64_t now = after ? px_now_ms() : 0;
         if (after > now) {
             /* Paused: come back when the pause ends (want_read stays set). */
@@ -278,7 +278,7 @@ void px_stream_pause(px_stream *s, uint64_t delay_ms)
     uint64_t cur = atomic_load_explicit(&s->read_after_ms, memory_order_relaxed);
     while (cur < until &&
            !atomic_compare_exchange_weak_explicit(&s->read_after_ms, &cur, until,
-                                                  memory_order_relaxed, memory_order_relaxed))
+                                                  memory_order_release, memory_order_relaxed))
         ;
 }
 
@@ -296,6 +296,25 @@ void px__stream_received(px_stream *s, const char *data, ssize_t n)
     }
     if (atomic_load(&s->no_data))
         return; /* close requested: its request is on the way */
+    uint64_t after = atomic_load_explicit(&s->read_after_ms, memory_order_acquire);
+    if (after && after > px_now_ms()) {
+        /* A backend that had a receive armed delivered while the stream was
+         * paused: hold the bytes back until the pause ends. */
+        char *copy = malloc((size_t)n + s->kept_len);
+        if (!copy) {
+            px__stream_begin_close(s, -ENOMEM, true);
+            return;
+        }
+        if (s->kept_len)
+            memcpy(copy, s->kept, s->kept_len);
+        memcpy(copy + s->kept_len, data, (size_t)n);
+        free(s->kept);
+        s->kept = copy;
+        s->kept_len += (size_t)n;
+        s->want_read = true;
+        px__schedule(s);
+        return;
+    }
     if (s->loop->exec.kind == PX_EXEC_INLINE) {
         s->ev_data = (char *)data; /* handler runs before the buffer is reused */
         s->ev_owned = false;
@@ -475,6 +494,9 @@ static void linger_expired(px_timer *t, void *user)
 
 static void finish_close(px_stream *s, bool abortive)
 {
+    if (s->fd_closing)
+        return; /* an asynchronous close is already under way */
+    s->fd_closing = true;
     cancel_pause(s);
     if (s->linger) {
         px_timer_cancel(s->linger);
@@ -827,8 +849,13 @@ void px__listener_failed(px_listener *l, int err)
 {
     if (err == -EMFILE || err == -ENFILE) {
         int shed = shed_one(l);
-        if (shed == 0)
-            return; /* out of descriptors, but nobody was turned away */
+        if (shed == 0) {
+            /* Out of descriptors, but nobody was turned away.  A readiness
+             * backend only reports again when a client arrives; a completion
+             * backend would fail again at once, so wait a little. */
+            accept_pause(l);
+            return;
+        }
         if (shed < 0)
             accept_pause(l);
     } else {

@@ -40,6 +40,7 @@ typedef struct chat_session {
     char quit_msg[128];           /* "quit: ..." (own handlers) */
     bool idle_kicked;             /* under the registry lock */
     bool registered;              /* own handlers */
+    bool published;               /* named and counted online; registry lock */
     struct chat_session *prev, *next; /* session list, under the registry lock */
 } chat_session;
 
@@ -62,7 +63,9 @@ px_buf *chat_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void chat_set_reason(chat_session *s, const char *reason);
 
 /* room.c */
-void chat_rooms_init(unsigned history);
+/* history: messages kept per room; replayed to a newcomer up to
+ * replay_bytes (the newest ones), so a replay never fills its queue. */
+void chat_rooms_init(unsigned history, size_t replay_bytes);
 void chat_rooms_fini(void);
 /* Enters the room named name (normalised), creating it if needed.  Under
  * the room's lock, when announce is set: s receives "You are in" and the

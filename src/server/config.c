@@ -243,10 +243,17 @@ srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *
             fprintf(out, "st_proactor %s (libproactor)\n", ST_VERSION);
             return SRV_PARSE_EXIT;
         case ':':
-            fprintf(err, "st_proactor: option '%s' needs a value (see --help)\n", argv[optind - 1]);
+            if (optopt && optopt < 256)
+                fprintf(err, "st_proactor: option '-%c' needs a value (see --help)\n", optopt);
+            else
+                fprintf(err, "st_proactor: option '%s' needs a value (see --help)\n",
+                        argv[optind - 1]);
             return SRV_PARSE_ERROR;
         default:
-            fprintf(err, "st_proactor: unknown option '%s' (see --help)\n", argv[optind - 1]);
+            if (optopt)
+                fprintf(err, "st_proactor: unknown option '-%c' (see --help)\n", optopt);
+            else
+                fprintf(err, "st_proactor: unknown option '%s' (see --help)\n", argv[optind - 1]);
             return SRV_PARSE_ERROR;
         }
     }
@@ -261,6 +268,15 @@ srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *
     }
     if (cfg->raw && !flood_set)
         cfg->flood_rate = 0; /* the original relay has no rate limit */
+    /* One line of the longest kind (sanitising can triple it, then a prefix)
+     * must fit in a queue twice over, or a reader would be dropped as too
+     * slow for one message. */
+    size_t one_line = cfg->max_line * 3 + 64;
+    if (cfg->sendq < 2 * one_line) {
+        fprintf(err, "st_proactor: invalid --sendq %zu (must be at least %zu with --max-line %zu)\n",
+                cfg->sendq, 2 * one_line, cfg->max_line);
+        return SRV_PARSE_ERROR;
+    }
     if (cfg->quiet && cfg->verbose) {
         fprintf(err, "st_proactor: --quiet and --verbose exclude each other\n");
         return SRV_PARSE_ERROR;

@@ -106,16 +106,20 @@ int main(int argc, char **argv)
                                            .threads = cfg.threads,
                                        });
     if (rc) {
-        if (rc == -ENOTSUP)
+        char why[200] = "";
+        if (rc == -ENOTSUP && px_backend_probe(cfg.backend, why, sizeof(why)) != 0)
+            fprintf(stderr, "st_proactor: backend %s is not available here: %s\n",
+                    px_backend_name(cfg.backend), why);
+        else if (rc == -ENOTSUP)
             fprintf(stderr, "st_proactor: backend %s is not available here\n",
                     px_backend_name(cfg.backend));
         else
             fprintf(stderr, "st_proactor: cannot start: %s\n", px_strerror(rc));
         return rc == -ENOTSUP ? 2 : 1;
     }
-    srv_log(SRV_LOG_DEBUG, "backend %s, dispatch %s, %u worker threads",
-            px_backend_name(px_loop_backend(the_loop)),
-            px_executor_name(px_loop_executor(the_loop)), px_loop_threads(the_loop));
+    srv_log(SRV_LOG_INFO, "backend %s; dispatch %s, %u worker threads",
+            px_loop_backend_note(the_loop), px_executor_name(px_loop_executor(the_loop)),
+            px_loop_threads(the_loop));
 
     px_listener *listener;
     chat_init(&cfg, the_loop);
@@ -132,11 +136,16 @@ int main(int argc, char **argv)
                        .on_accept_error = on_accept_error,
                    });
     if (rc) {
-        fprintf(stderr, "st_proactor: cannot listen on port %u: %s\n", cfg.port,
-                rc == -EADDRINUSE ? "address already in use" : px_strerror(rc));
+        bool bad_bind = cfg.bind && (rc == -EADDRNOTAVAIL || rc == -EAFNOSUPPORT);
+        if (bad_bind)
+            fprintf(stderr, "st_proactor: invalid --bind '%s' (not an address of this machine)\n",
+                    cfg.bind);
+        else
+            fprintf(stderr, "st_proactor: cannot listen on port %u: %s\n", cfg.port,
+                    rc == -EADDRINUSE ? "address already in use" : px_strerror(rc));
         px_loop_destroy(the_loop);
         chat_fini();
-        return 1;
+        return bad_bind ? 2 : 1;
     }
 
     pthread_t sig_thread;

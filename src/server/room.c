@@ -28,6 +28,7 @@ static pthread_mutex_t rooms_lock = PTHREAD_MUTEX_INITIALIZER;
 static chat_room **table;
 static unsigned table_size, nrooms;
 static unsigned hist_cap;
+static size_t replay_max; /* bytes of history replayed to a newcomer */
 
 static unsigned name_hash(const char *s)
 {
@@ -37,9 +38,10 @@ static unsigned name_hash(const char *s)
     return h;
 }
 
-void chat_rooms_init(unsigned history)
+void chat_rooms_init(unsigned history, size_t replay_bytes)
 {
     hist_cap = history;
+    replay_max = replay_bytes;
     table_size = 64;
     table = calloc(table_size, sizeof(*table));
 }
@@ -158,7 +160,17 @@ chat_room *chat_room_enter(const char *name, chat_session *s, bool announce)
             chat_send(s, intro);
             px_buf_release(intro);
         }
-        for (unsigned i = 0; i < r->hist_len; i++)
+        /* The newest messages that fit in replay_max, oldest first. */
+        unsigned from = r->hist_len;
+        size_t bytes = 0;
+        while (from > 0) {
+            size_t len = px_buf_len(r->hist[(r->hist_head + from - 1) % hist_cap]);
+            if (bytes + len > replay_max)
+                break;
+            bytes += len;
+            from--;
+        }
+        for (unsigned i = from; i < r->hist_len; i++)
             chat_send(s, r->hist[(r->hist_head + i) % hist_cap]);
         px_buf *notice = chat_fmt("*** %s has joined %s.", s->nick, r->name);
         if (notice) {

@@ -28,7 +28,8 @@ typedef struct nick_entry {
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static chat_session *sessions;
-static unsigned nsessions;
+static unsigned nsessions; /* clients holding a place (--max-clients) */
+static unsigned nonline;   /* of which in their room and reachable by name */
 static nick_entry **nicks;
 static unsigned nick_buckets, nnicks;
 static unsigned long guest_seq;
@@ -80,6 +81,18 @@ static void send_bytes(chat_session *s, const char *p, size_t n)
         chat_send(s, b);
         px_buf_release(b);
     }
+}
+
+/* The longest prefix of p[0..len) of at most max bytes that does not end
+ * inside a UTF-8 sequence. */
+static int cut(const char *p, size_t len, size_t max)
+{
+    if (len <= max)
+        return (int)len;
+    size_t k = max;
+    while (k > 0 && ((unsigned char)p[k] & 0xC0) == 0x80)
+        k--; /* p[k] continues a character: cut before its first byte */
+    return (int)k;
 }
 
 /* A line to this client only. */
@@ -185,9 +198,10 @@ static int registry_add(chat_session *s, unsigned *online)
     } else if (cfg->max_clients && nsessions >= cfg->max_clients) {
         rc = -EUSERS;
     } else {
-        /* Users cannot pick guest names, so the counter gives unique ones. */
+        /* Users cannot pick guest names, so the counter gives unique ones.
+         * The name is published (registry_publish) once the client has its
+         * welcome, so no private message can come before it. */
         snprintf(s->nick, sizeof(s->nick), "guest%lu", ++guest_seq);
-        rc = nick_add(s->nick, strlen(s->nick), s);
     }
     if (rc == 0) {
         s->next = sessions;
@@ -203,6 +217,19 @@ static int registry_add(chat_session *s, unsigned *online)
     return rc;
 }
 
+/* The client is in its room: make its name reachable and count it online.
+ * Returns the online count. */
+static unsigned registry_publish(chat_session *s)
+{
+    pthread_mutex_lock(&registry_lock);
+    if (nick_add(s->nick, strlen(s->nick), s) != 0)
+        chat_set_reason(s, "out of memory");
+    s->published = true;
+    unsigned online = ++nonline;
+    pthread_mutex_unlock(&registry_lock);
+    return online;
+}
+
 static unsigned registry_del(chat_session *s, px_loop **stop)
 {
     pthread_mutex_lock(&registry_lock);
@@ -213,7 +240,10 @@ static unsigned registry_del(chat_session *s, px_loop **stop)
         sessions = s->next;
     if (s->next)
         s->next->prev = s->prev;
-    unsigned online = --nsessions;
+    --nsessions;
+    if (s->published)
+        --nonline;
+    unsigned online = nonline;
     *stop = online == 0 ? stop_when_empty : NULL;
     pthread_mutex_unlock(&registry_lock);
     return online;
@@ -222,7 +252,7 @@ static unsigned registry_del(chat_session *s, px_loop **stop)
 unsigned chat_online(void)
 {
     pthread_mutex_lock(&registry_lock);
-    unsigned n = nsessions;
+    unsigned n = nonline;
     pthread_mutex_unlock(&registry_lock);
     return n;
 }
@@ -280,7 +310,7 @@ static void cmd_nick(chat_session *s, const chat_cmd *c)
     if (!chat_nick_valid(c->target, c->target_len)) {
         reply(s, "*** Error: '%.*s' is not a valid nickname: 1 to 16 letters, digits, _ or -, "
                  "starting with a letter, not starting with 'guest'.",
-              (int)(c->target_len > 32 ? 32 : c->target_len), c->target);
+              cut(c->target, c->target_len, 32), c->target);
         return;
     }
     char old[CHAT_NICK_MAX + 1], name[CHAT_NICK_MAX + 1];
@@ -383,11 +413,16 @@ static void cmd_msg(chat_session *s, const chat_cmd *c)
     px_buf_release(pm);
     if (rc == -ENOENT) {
         reply(s, "*** Error: no user named %.*s.",
-              (int)(c->target_len > 32 ? 32 : c->target_len), c->target);
+              cut(c->target, c->target_len, 32), c->target);
         return;
     }
-    if (rc == 0)
-        reply(s, "[PM to %s] %.*s", name, (int)c->arg_len, c->arg);
+    if (rc == 0) {
+        px_buf *echo = chat_fmt("[PM to %s] %.*s", name, (int)c->arg_len, c->arg);
+        if (echo) {
+            chat_send(s, echo);
+            px_buf_release(echo);
+        }
+    }
     else
         reply(s, "*** Error: %s could not take your message.", name);
 }
@@ -401,7 +436,7 @@ static void cmd_join(chat_session *s, const chat_cmd *c)
     }
     if (!chat_room_norm(c->target, c->target_len, name)) {
         reply(s, "*** Error: '%.*s' is not a valid room name: 1 to 24 letters, digits, _ or -.",
-              (int)(c->target_len > 32 ? 32 : c->target_len), c->target);
+              cut(c->target, c->target_len, 32), c->target);
         return;
     }
     if (strcmp(name, chat_room_name(s->room)) == 0) {
@@ -435,7 +470,7 @@ static void cmd_quit(chat_session *s, const chat_cmd *c)
 {
     if (c->arg_len)
         snprintf(s->quit_msg, sizeof(s->quit_msg), "quit: %.*s",
-                 (int)(c->arg_len > 100 ? 100 : c->arg_len), c->arg);
+                 cut(c->arg, c->arg_len, 100), c->arg);
     else
         strcpy(s->quit_msg, "quit");
     chat_set_reason(s, s->quit_msg);
@@ -491,7 +526,7 @@ static void chat_line(chat_session *s, const char *line, size_t len)
     case CHAT_CMD_HELP: cmd_help(s); break;
     case CHAT_CMD_UNKNOWN:
         reply(s, "*** Unknown command '/%.*s'. Type /help for commands.",
-              (int)(c.name_len > 32 ? 32 : c.name_len), c.name);
+              cut(c.name, c.name_len, 32), c.name);
         break;
     }
     free(clean);
@@ -523,6 +558,8 @@ static void on_open(px_stream *st, void *user)
             if (!cfg->raw)
                 reply(s, "*** Server full (%u clients), try again later.", cfg->max_clients);
             srv_log(SRV_LOG_INFO, "refused %s: server full (%u clients)", s->addr, online);
+        } else if (!cfg->raw) {
+            reply(s, "*** Server shutting down.");
         }
         chat_framer_free(&s->framer);
         px_stream_close(st);
@@ -533,8 +570,9 @@ static void on_open(px_stream *st, void *user)
         reply(s, "*** Welcome to st_proactor, %s! %u user%s online. Type /help for commands.",
               s->nick, online, online == 1 ? "" : "s");
     s->room = chat_room_enter(CHAT_LOBBY, s, !cfg->raw);
+    online = registry_publish(s);
     px_stream_set_user(st, s);
-    if (!s->room) {
+    if (!s->room || atomic_load(&s->reason)) {
         chat_set_reason(s, "out of memory");
         px_stream_abort(st);
     }
@@ -565,7 +603,9 @@ static void on_data(px_stream *st, const char *bytes, size_t len, void *user)
         return;
     atomic_store(&s->last_active_ms, px_now_ms());
     chat_frame_out out = {0};
-    while (len) {
+    /* Stop at once when the session is leaving (/quit, dropped as too slow,
+     * out of memory): nothing it sent after that may reach anyone. */
+    while (len && s->room && !atomic_load(&s->reason)) {
         size_t used = chat_frame_feed(&s->framer, bytes, len, &out);
         bytes += used;
         len -= used;
@@ -670,7 +710,7 @@ static void idle_check(px_timer *t, void *user)
         return;
     unsigned n;
     px_stream **idle = collect(now - limit, "idle timeout", &n);
-    px_buf *bye = n ? chat_fmt("*** Idle timeout.") : NULL;
+    px_buf *bye = n && !cfg->raw ? chat_fmt("*** Idle timeout.") : NULL;
     for (unsigned i = 0; idle && i < n; i++) {
         if (bye)
             px_stream_send(idle[i], bye);
@@ -687,7 +727,7 @@ void chat_init(const srv_config *config, px_loop *loop)
     the_loop = loop;
     nick_buckets = 256;
     nicks = calloc(nick_buckets, sizeof(*nicks));
-    chat_rooms_init(cfg->raw ? 0 : cfg->history);
+    chat_rooms_init(cfg->raw ? 0 : cfg->history, cfg->sendq / 2);
     if (cfg->idle_timeout) {
         uint64_t period = cfg->idle_timeout >= 4 ? 1000 : 250;
         if (px_timer_start(loop, &idle_timer, period, period, idle_check, NULL) != 0)

@@ -99,7 +99,7 @@ Test(chat_options, bad_values)
 Test(chat_options, good_values)
 {
     h_server s;
-    cr_assert(h_server_start(&s, "--max-line", "65536", "--sendq", "256K", "--flood", "10",
+    cr_assert(h_server_start(&s, "--max-line", "65536", "--sendq", "512K", "--flood", "10",
                              "--idle-timeout", "0", "--history", "0", "--max-clients", "5",
                              "--threads", "3", NULL),
               "no banner");

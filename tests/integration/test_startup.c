@@ -191,3 +191,21 @@ Test(startup, port_in_use)
                   fam, port);
     }
 }
+
+/* The server says which backend it runs on, and why. */
+Test(startup, backend_is_logged)
+{
+    h_server s;
+    cr_assert(h_server_start(&s, "--backend", "epoll", NULL), "no banner");
+    cr_assert(h_wait_line(&s.proc.err, "backend epoll (as asked)", NULL, NULL, 0, H_WAIT_MS),
+              "no 'backend epoll (as asked)' line on stderr");
+    h_server_stop(&s);
+
+    cr_assert(h_server_start(&s, "--backend", "auto", NULL), "no banner");
+    char line[512];
+    cr_assert(h_wait_line(&s.proc.err, "backend ", NULL, line, sizeof line, H_WAIT_MS),
+              "no backend line on stderr");
+    cr_assert(strstr(line, "backend io_uring") || strstr(line, "backend epoll (io_uring unavailable: "),
+              "unexpected backend line: %s", line);
+    h_server_stop(&s);
+}

@@ -341,6 +341,14 @@ static int em_scenario(void)
         EM_FAIL(77, "backend not available");
     if (rc != 0)
         EM_FAIL(12, "px_loop_create: %s", px_strerror(rc));
+    /* The limit comes down before the listener exists: io_uring reads it
+     * when an accept is submitted, and a multishot accept is submitted once. */
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = EM_LIMIT;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        EM_FAIL(14, "setrlimit: %s", strerror(errno));
+
     px_listener *l = NULL;
     static const char busy[] = "busy, try later\r\n";
     px_listen_opts lo = {.host = "127.0.0.1", .handlers = ls_handlers, .user = ls,
@@ -355,12 +363,6 @@ static int em_scenario(void)
     r.loop = loop;
     if (em_runner_start(&r) != 0)
         EM_FAIL(30, "pthread_create");
-
-    struct rlimit rl;
-    getrlimit(RLIMIT_NOFILE, &rl);
-    rl.rlim_cur = EM_LIMIT;
-    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
-        EM_FAIL(14, "setrlimit: %s", strerror(errno));
 
     /* Client 0: the existing stream. */
     if (em_connect(cl[0], port) != 0 || em_echo(cl[0]) != 0)
