@@ -10,6 +10,7 @@
 #   make run ARGS='--port 0'   deps, build, run ./st_proactor $(ARGS)
 #   make check-symbols         every symbol exported by libproactor.so starts with px_
 #   make deps                  check (and install) what the build and tests need
+#   make bench-backends        epoll and io_uring side by side (tools/bench-backends.sh)
 #   make clean                 remove everything the build made
 #
 # Variables: CC (gcc; CC=clang works), SANITIZE (empty|address|thread), WERROR (1 adds
@@ -187,6 +188,13 @@ chatbench: $(BUILD)/chatbench
 $(BUILD)/chatbench: tools/chatbench/chatbench.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(ALL_LDFLAGS)
+
+# Both backends side by side (fan-out and idle memory), in one run.
+.PHONY: bench-backends
+bench-backends:
+	@scripts/deps.sh
+	@$(MAKE) --no-print-directory SANITIZE= all chatbench
+	tools/bench-backends.sh $(ROUNDS)
 
 deps:
 	@scripts/deps.sh
