@@ -701,24 +701,31 @@ const px_stream_handlers chat_session_handlers = {
 /* ------------------------------------------------------------------------ */
 /* Server-wide                                                               */
 
+/* Closes every session (or those idle since before idle_before), gracefully,
+ * after a last line (chat mode only).  Returns how many there were. */
+static unsigned dismiss(uint64_t idle_before, const char *reason, const char *last_line)
+{
+    unsigned n;
+    px_stream **who = collect(idle_before, reason, &n);
+    px_buf *bye = n && !cfg->raw ? chat_fmt("%s", last_line) : NULL;
+    for (unsigned i = 0; who && i < n; i++) {
+        if (bye)
+            px_stream_send(who[i], bye);
+        px_stream_close(who[i]);
+        px_stream_release(who[i]);
+    }
+    px_buf_release(bye);
+    free(who);
+    return n;
+}
+
 static void idle_check(px_timer *t, void *user)
 {
     (void)t;
     (void)user;
     uint64_t now = px_now_ms(), limit = (uint64_t)cfg->idle_timeout * 1000;
-    if (now <= limit)
-        return;
-    unsigned n;
-    px_stream **idle = collect(now - limit, "idle timeout", &n);
-    px_buf *bye = n && !cfg->raw ? chat_fmt("*** Idle timeout.") : NULL;
-    for (unsigned i = 0; idle && i < n; i++) {
-        if (bye)
-            px_stream_send(idle[i], bye);
-        px_stream_close(idle[i]);
-        px_stream_release(idle[i]);
-    }
-    px_buf_release(bye);
-    free(idle);
+    if (now > limit)
+        dismiss(now - limit, "idle timeout", "*** Idle timeout.");
 }
 
 void chat_init(const srv_config *config, px_loop *loop)
@@ -744,18 +751,7 @@ unsigned chat_shutdown(px_loop *loop)
     shutting_down = true;
     stop_when_empty = loop;
     pthread_mutex_unlock(&registry_lock);
-    unsigned n;
-    px_stream **all = collect(0, "server shutting down", &n);
-    px_buf *bye = cfg->raw ? NULL : chat_fmt("*** Server shutting down.");
-    for (unsigned i = 0; all && i < n; i++) {
-        if (bye)
-            px_stream_send(all[i], bye);
-        px_stream_close(all[i]);
-        px_stream_release(all[i]);
-    }
-    px_buf_release(bye);
-    free(all);
-    return n;
+    return dismiss(0, "server shutting down", "*** Server shutting down.");
 }
 
 void chat_fini(void)
