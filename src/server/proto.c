@@ -37,10 +37,7 @@ int chat_framer_init(chat_framer *f, size_t max_line, bool telnet)
     memset(f, 0, sizeof *f);
     if (max_line > SIZE_MAX - 2)
         return -ENOMEM;
-    f->line = malloc(max_line + 2);
-    if (!f->line)
-        return -ENOMEM;
-    f->telnet = telnet;
+    f->telnet = telnet; /* the line buffer comes with the first byte of a line */
     f->max_line = max_line;
     f->tstate = TS_DATA;
     return 0;
@@ -50,7 +47,31 @@ void chat_framer_free(chat_framer *f)
 {
     free(f->line);
     f->line = NULL;
-    f->len = 0;
+    f->len = f->cap = 0;
+}
+
+void chat_framer_trim(chat_framer *f)
+{
+    if (f->len == 0)
+        chat_framer_free(f);
+}
+
+/* Appends a byte to the partial line, growing the buffer (geometrically, to
+ * at most max_line + 2 bytes).  False when memory runs out. */
+static bool push(chat_framer *f, char c)
+{
+    if (f->len == f->cap) {
+        size_t cap = f->cap ? f->cap * 2 : 128;
+        if (cap > f->max_line + 2)
+            cap = f->max_line + 2;
+        char *p = realloc(f->line, cap);
+        if (!p)
+            return false;
+        f->line = p;
+        f->cap = cap;
+    }
+    f->line[f->len++] = c;
+    return true;
 }
 
 /* Appends a whole answer or nothing: half a telnet command would desync the
@@ -106,9 +127,8 @@ static chat_frame_kind data_telnet(chat_framer *f, uint8_t c, chat_frame_out *ou
     }
     if (f->discarding)
         return CHAT_FRAME_NONE;
-    if (f->len >= f->max_line)
+    if (f->len >= f->max_line || !push(f, (char)c))
         return too_long(f);
-    f->line[f->len++] = (char)c;
     return CHAT_FRAME_NONE;
 }
 
@@ -119,15 +139,14 @@ static chat_frame_kind data_telnet(chat_framer *f, uint8_t c, chat_frame_out *ou
 static chat_frame_kind data_raw(chat_framer *f, uint8_t c, chat_frame_out *out)
 {
     if (c == '\n') {
-        if (!f->discarding)
-            f->line[f->len++] = '\n';
+        if (!f->discarding && !push(f, '\n'))
+            return too_long(f);
         return line_end(f, out);
     }
     if (f->discarding)
         return CHAT_FRAME_NONE;
-    if (f->len > f->max_line || (c != '\r' && f->len == f->max_line))
+    if (f->len > f->max_line || (c != '\r' && f->len == f->max_line) || !push(f, (char)c))
         return too_long(f);
-    f->line[f->len++] = (char)c;
     return CHAT_FRAME_NONE;
 }
 

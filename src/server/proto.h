@@ -18,8 +18,10 @@
 typedef struct chat_framer {
     bool telnet;        /* chat mode: telnet filter on, terminators stripped */
     size_t max_line;    /* bytes of a line, terminator not counted */
-    char *line;         /* max_line + 2 bytes (room for a raw CRLF) */
+    char *line;         /* the partial line; grows up to max_line + 2 bytes
+                           (room for a raw CRLF), NULL when trimmed */
     size_t len;         /* bytes in line */
+    size_t cap;         /* bytes allocated */
     bool discarding;    /* overlong: dropping until the end of the line */
     bool cr;            /* the previous data byte was CR */
     uint8_t tstate;     /* telnet parser state */
@@ -28,9 +30,14 @@ typedef struct chat_framer {
 } chat_framer;
 
 /* telnet: true for chat mode; false for raw mode (no telnet processing, only
- * LF ends a line, the line keeps its terminator).  Returns 0 or -ENOMEM. */
+ * LF ends a line, the line keeps its terminator).  Allocates nothing: the
+ * line buffer is allocated as bytes of a line arrive.  Returns 0 or -ENOMEM
+ * (an impossible max_line). */
 int chat_framer_init(chat_framer *f, size_t max_line, bool telnet);
 void chat_framer_free(chat_framer *f);
+/* Frees the line buffer when no partial line is held (after the caller is
+ * done with the last line returned), so an idle client holds none. */
+void chat_framer_trim(chat_framer *f);
 
 typedef enum chat_frame_kind {
     CHAT_FRAME_NONE,     /* input consumed, no complete line yet */
@@ -50,6 +57,8 @@ typedef struct chat_frame_out {
 } chat_frame_out;
 
 /* Consumes bytes from p[0..n) until one event happens or the input ends;
+ * grows the line buffer as needed (a line that cannot get memory is reported
+ * and discarded like an overlong one);
  * returns the number of bytes consumed (call again with the rest).  In
  * telnet mode the line excludes its terminator (LF, CRLF, CR NUL, bare CR);
  * in raw mode it ends with the LF that ended it (and a CR before it, if

@@ -649,6 +649,7 @@ static void on_data(px_stream *st, const char *bytes, size_t len, void *user)
         }
         }
     }
+    chat_framer_trim(&s->framer); /* an idle client keeps no line buffer */
 }
 
 static const char *close_reason(chat_session *s, int cause)
