@@ -4,7 +4,8 @@
  * reads.  Listeners use multishot accept.  A stream has at most one receive
  * and one send in flight: the receive takes a buffer from a ring of provided
  * buffers only when data arrives (an idle connection holds none), and the
- * send is one sendmsg of everything queued.  Closing shuts the socket down,
+ * send is one sendmsg of everything queued.  Buffers are as long as epoll's
+ * reads (opts.recv_bytes): 16 KiB ones measured 20% slower under fan-out.  Closing shuts the socket down,
  * cancels what is in flight, and closes the descriptor once the last
  * completion is in, so every operation completes exactly once.
  *
@@ -25,10 +26,10 @@
 
 #define UR_SQ_ENTRIES 1024
 #define UR_CQ_ENTRIES 16384
-#define UR_BUFS 256            /* provided buffers (a power of two) */
-#define UR_BUF_SIZE (16u << 10)
+#define UR_BUFS 64             /* provided buffers (a power of two), each
+                                  opts.recv_bytes long, like epoll's reads */
 #define UR_BGID 0
-#define UR_IOV 32              /* buffers per sendmsg */
+#define UR_IOV 64              /* buffers per sendmsg */
 #define UR_SEND_CACHE 256      /* spare send records kept */
 
 enum { T_WAKE = 1, T_ACCEPT, T_RECV, T_SEND, T_CANCEL };
@@ -50,6 +51,7 @@ typedef struct ur_state {
     uint64_t wakeval;
     struct io_uring_buf_ring *br;
     char *bufs;
+    size_t buf_size;
     ur_send *spare;
     unsigned nspare;
     ur_accept *accepts; /* every accept record, to free at the end */
@@ -78,7 +80,7 @@ static void arm_wake(ur_state *st)
 /* Gives a buffer back to the kernel's ring. */
 static void recycle(ur_state *st, unsigned bid)
 {
-    io_uring_buf_ring_add(st->br, st->bufs + (size_t)bid * UR_BUF_SIZE, UR_BUF_SIZE,
+    io_uring_buf_ring_add(st->br, st->bufs + (size_t)bid * st->buf_size, st->buf_size,
                           (unsigned short)bid, io_uring_buf_ring_mask(UR_BUFS), 0);
     io_uring_buf_ring_advance(st->br, 1);
 }
@@ -97,6 +99,9 @@ static int ur_init(px_loop *loop)
     if (!st)
         return -ENOMEM;
     st->wakefd = -1;
+    st->buf_size = loop->opts.recv_bytes ? loop->opts.recv_bytes : 64u << 10;
+    if (st->buf_size > (1u << 20))
+        st->buf_size = 1u << 20; /* provided buffers: a 32-bit length */
     loop->be_data = st;
     struct io_uring_params p = {
         .flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN |
@@ -135,7 +140,7 @@ static int ur_init(px_loop *loop)
     /* Provided buffers (5.19): receives take one only when data is there. */
     void *ringmem = NULL;
     if (posix_memalign(&ringmem, 4096, UR_BUFS * sizeof(struct io_uring_buf)) != 0 ||
-        !(st->bufs = malloc((size_t)UR_BUFS * UR_BUF_SIZE))) {
+        !(st->bufs = malloc((size_t)UR_BUFS * st->buf_size))) {
         free(ringmem);
         ur_fini(loop);
         return -ENOMEM;
@@ -151,7 +156,7 @@ static int ur_init(px_loop *loop)
         return fail(loop, rc, "no provided buffer rings (kernel older than 5.19)");
     }
     for (unsigned i = 0; i < UR_BUFS; i++)
-        io_uring_buf_ring_add(st->br, st->bufs + (size_t)i * UR_BUF_SIZE, UR_BUF_SIZE,
+        io_uring_buf_ring_add(st->br, st->bufs + (size_t)i * st->buf_size, (unsigned)st->buf_size,
                               (unsigned short)i, io_uring_buf_ring_mask(UR_BUFS), (int)i);
     io_uring_buf_ring_advance(st->br, UR_BUFS);
 
@@ -287,9 +292,9 @@ static void ur_stream_recv(px_loop *loop, px_stream *s)
     ur_state *st = loop->be_data;
     struct io_uring_sqe *sqe = get_sqe(st);
     if (s->is_socket)
-        io_uring_prep_recv(sqe, s->fd, NULL, UR_BUF_SIZE, 0);
+        io_uring_prep_recv(sqe, s->fd, NULL, (unsigned)st->buf_size, 0);
     else
-        io_uring_prep_read(sqe, s->fd, NULL, UR_BUF_SIZE, (uint64_t)-1);
+        io_uring_prep_read(sqe, s->fd, NULL, (unsigned)st->buf_size, (uint64_t)-1);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = UR_BGID;
     io_uring_sqe_set_data64(sqe, ud(px_stream_retain(s), T_RECV));
@@ -374,7 +379,7 @@ static void on_recv(px_loop *loop, px_stream *s, struct io_uring_cqe *cqe)
          * spurious wake-up: ask again. */
         ur_stream_recv(loop, s);
     } else {
-        px__stream_received(s, has_buf ? st->bufs + (size_t)bid * UR_BUF_SIZE : NULL, res);
+        px__stream_received(s, has_buf ? st->bufs + (size_t)bid * st->buf_size : NULL, res);
     }
     if (has_buf)
         recycle(st, bid);
