@@ -197,6 +197,12 @@ void h_proc_close(h_proc *p)
     p->in = p->out.fd = p->err.fd = -1;
 }
 
+void h_close_all(h_proc *const clients[], int n)
+{
+    for (int i = 0; i < n; i++)
+        h_proc_close(clients[i]);
+}
+
 bool h_fill(h_reader *r)
 {
     if (r->eof)

@@ -60,6 +60,8 @@ bool h_proc_stop(h_proc *p, int sig, int timeout_ms);
 
 /* Closes p's pipes or socket; kills (SIGKILL) and reaps a process still running. */
 void h_proc_close(h_proc *p);
+/* h_proc_close on each of n clients. */
+void h_close_all(h_proc *const clients[], int n);
 
 /* SIGKILLs and reaps every process started and not yet reaped (test clean-up; also runs
  * at exit, so a failed assertion leaves no server behind). */

@@ -20,12 +20,6 @@ TestSuite(chat, .timeout = 60, .fini = h_cleanup);
     Test(chat, name##_thread) { name("thread"); }                                          \
     Test(chat, name##_inline) { name("inline"); }
 
-static void close_all(h_proc *const c[], int n)
-{
-    for (int i = 0; i < n; i++)
-        h_proc_close(c[i]);
-}
-
 /* 1. Welcome lines and the join notice, with exact user counts. */
 static void welcome(const char *dispatch)
 {
@@ -80,7 +74,7 @@ static void welcome(const char *dispatch)
     char nick[32];
     snprintf(nick, sizeof nick, "guest%d", na);
     h_chat_relay(all, 3, 0, nick, "first");
-    close_all(all, 3);
+    h_close_all(all, 3);
     h_server_stop(&s);
 }
 PER_DISPATCH(welcome)
@@ -136,7 +130,7 @@ static void messages(const char *dispatch)
     h_chat_relay(all, 3, 0, nk[0], "after empties");
     /* The sender never got its own lines: its next line is c's marker. */
     h_chat_relay(all, 3, 2, nk[2], "marker");
-    close_all(all, 3);
+    h_close_all(all, 3);
     h_server_stop(&s);
 }
 PER_DISPATCH(messages)
@@ -180,7 +174,7 @@ Test(chat, nick)
     snprintf(want, sizeof want, "*** %s is now known as B_b-0123456789a.\r\n", nk[1]);
     h_expect_line(&a, want);
     h_chat_relay(all, 2, 1, "B_b-0123456789a", "marker");
-    close_all(all, 2);
+    h_close_all(all, 2);
     h_server_stop(&s);
 }
 
@@ -239,7 +233,7 @@ Test(chat, who_rooms_help)
         cr_assert(saw[i], "/help does not mention %s", cmds[i]);
     /* a got nothing of b's commands: its next line is b's marker. */
     h_chat_relay(all, 2, 1, nk[1], "marker b");
-    close_all(all, 2);
+    h_close_all(all, 2);
     h_server_stop(&s);
 }
 
@@ -293,7 +287,7 @@ static void me_msg(const char *dispatch)
     /* c saw neither the PM nor the errors; b saw no error: both get the marker next. */
     h_chat_relay(all, 3, 2, nk[2], "marker");
     h_chat_relay(all, 3, 1, nk[1], "marker b");
-    close_all(all, 3);
+    h_close_all(all, 3);
     h_server_stop(&s);
 }
 PER_DISPATCH(me_msg)
@@ -358,7 +352,7 @@ static void join(const char *dispatch)
     cr_assert(h_read_line(&a.out, line, sizeof line, H_WAIT_MS) > 0);
     cr_assert(strncmp(line, "*** Error: ", 11) == 0, "/join bad.room: got \"%s\"", line);
     h_chat_relay(lb, 2, 1, nk[1], "last");
-    close_all(all, 4);
+    h_close_all(all, 4);
     h_server_stop(&s);
 }
 PER_DISPATCH(join)
@@ -387,7 +381,7 @@ static void quit(const char *dispatch)
     snprintf(want, sizeof want, "*** %s has left (quit).\r\n", nk[1]);
     h_expect_line(&a, want);
     cr_assert(h_server_wait_disconnected(&s, 1));
-    close_all(all, 3);
+    h_close_all(all, 3);
     h_server_stop(&s);
 }
 PER_DISPATCH(quit)
@@ -417,7 +411,7 @@ static void history(const char *n_hist, int n)
     h_expect_line(&b, want);
     h_proc *all[] = {&a, &b, &c};
     h_chat_relay(all, 3, 0, nk[0], "live");
-    close_all(all, 3);
+    h_close_all(all, 3);
     h_server_stop(&s);
 }
 
@@ -488,7 +482,7 @@ static void order(const char *dispatch)
     for (int r = 0; r < O_RECV; r++)
         recv[r] = &cl[O_SENDERS + r];
     h_chat_relay(recv, O_RECV, 0, nk[O_SENDERS], "end marker");
-    close_all(all, O_SENDERS + O_RECV);
+    h_close_all(all, O_SENDERS + O_RECV);
     h_server_stop(&s);
 }
 PER_DISPATCH(order)
@@ -550,7 +544,7 @@ Test(chat, hostile_text)
     cr_assert(h_send(&a, "\x1b[2J\x1b[H\n"));
     h_chat_relay(ab, 2, 0, nk[0], "marker");
 #undef SAN
-    close_all(ab, 2);
+    h_close_all(ab, 2);
     h_server_stop(&s);
 }
 

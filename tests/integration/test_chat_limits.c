@@ -23,12 +23,6 @@ TestSuite(chat_limits, .timeout = 60, .fini = h_cleanup);
     Test(chat_limits, name##_thread) { name("thread"); }                                   \
     Test(chat_limits, name##_inline) { name("inline"); }
 
-static void close_all(h_proc *const c[], int n)
-{
-    for (int i = 0; i < n; i++)
-        h_proc_close(c[i]);
-}
-
 static void sleep_ms(int ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
@@ -92,7 +86,7 @@ static void max_line(const char *dispatch)
     /* Nothing of either long line reached anyone: the next lines are markers. */
     h_chat_relay(all, 3, 1, nk[1], "b after long line");
     h_chat_relay(all, 3, 2, nk[2], "marker");
-    close_all(all, 3);
+    h_close_all(all, 3);
     h_server_stop(&s);
 }
 PER_DISPATCH(max_line)
@@ -145,7 +139,7 @@ Test(chat_limits, flood)
         h_expect_line(&b, w);
     }
     h_chat_relay(all, 3, 0, nk[0], "flooder still here");
-    close_all(all, 3);
+    h_close_all(all, 3);
     h_server_stop(&s);
 }
 
@@ -229,7 +223,7 @@ static void slow_reader(const char *dispatch)
     h_expect_line(&a, notice);
     h_chat_relay(ab, 2, 1, nk[1], "after the slow one");
     h_proc_close(&x);
-    close_all(ab, 2);
+    h_close_all(ab, 2);
     h_server_stop(&s);
 }
 PER_DISPATCH(slow_reader)
@@ -261,7 +255,7 @@ Test(chat_limits, max_clients)
     snprintf(want, sizeof want, "*** %s has joined lobby.\r\n", nb);
     h_expect_line(&a, want);
     h_chat_relay(ab, 2, 1, nb, "back in");
-    close_all(ab, 2);
+    h_close_all(ab, 2);
     h_server_stop(&s);
 }
 
@@ -328,7 +322,7 @@ Test(chat_limits, idle_timeout)
     h_proc *ad[] = {&a, &d};
     h_chat_relay(ad, 2, 0, nk[0], "still here");
     h_proc_close(&c);
-    close_all(ad, 2);
+    h_close_all(ad, 2);
     h_server_stop(&s);
 }
 
@@ -368,7 +362,7 @@ static void vanish(const char *dispatch)
     char nc[32];
     cr_assert(h_chat_connect(&s, &c, 3, nc, sizeof nc));
     h_proc_close(&h);
-    close_all(ab, 2);
+    h_close_all(ab, 2);
     h_proc_close(&c);
     h_server_stop(&s);
 }
@@ -407,7 +401,7 @@ static void sigterm(const char *dispatch)
         }
         cr_assert(bye, "client %d did not get \"*** Server shutting down.\"", i);
     }
-    close_all(all, 3);
+    h_close_all(all, 3);
     h_server_stop(&s);
 }
 PER_DISPATCH(sigterm)
@@ -433,6 +427,6 @@ Test(chat_limits, raw_mode)
     h_expect_line(&a, "Error: line too long (max 100 bytes)\r\n");
     h_relay(ab, 2, 0, "after long\n");
     h_relay(ab, 2, 1, "marker\n");
-    close_all(ab, 2);
+    h_close_all(ab, 2);
     h_server_stop(&s);
 }

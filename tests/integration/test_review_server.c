@@ -12,12 +12,6 @@
 
 TestSuite(review, .timeout = 60, .fini = h_cleanup);
 
-static void close_all(h_proc *const c[], int n)
-{
-    for (int i = 0; i < n; i++)
-        h_proc_close(c[i]);
-}
-
 /* True when s is valid UTF-8. */
 static bool utf8_ok(const unsigned char *s, size_t n)
 {
@@ -48,7 +42,7 @@ static void quit_then_line(const char *dispatch)
     cr_assert(h_send(&a, "/quit bye\nsaid after quit\n/nick Zed\n"));
     snprintf(want, sizeof want, "*** %s has left (quit: bye).\r\n", nk[0]);
     h_expect_line(&b, want);
-    close_all(all, 2);
+    h_close_all(all, 2);
     h_server_stop(&s);
 }
 Test(review, quit_then_line_pool, .timeout = 60) { quit_then_line("pool"); }
@@ -90,7 +84,7 @@ Test(review, long_line_drops_everyone_else, .timeout = 60)
         cr_assert(strncmp(line, pre, strlen(pre)) == 0,
                   "client %d did not get a's line; got \"%.80s\" (dropped?)", k, line);
     }
-    close_all(all, 3);
+    h_close_all(all, 3);
     h_server_stop(&s);
 }
 
@@ -168,7 +162,7 @@ Test(review, pm_echo_whole_text, .timeout = 60)
     cr_assert(h_read_line(&a.out, line, sizeof line, H_WAIT_MS) > 0);
     cr_assert(strcmp(line, want) == 0, "sender's echo is %zu bytes, want %zu", strlen(line),
               strlen(want));
-    close_all(all, 2);
+    h_close_all(all, 2);
     h_server_stop(&s);
 }
 
@@ -197,7 +191,7 @@ Test(review, quit_reason_valid_utf8, .timeout = 60)
     cr_assert(strstr(line, "has left (quit: "), "got \"%s\"", line);
     cr_assert(utf8_ok((const unsigned char *)line, (size_t)n),
               "leave notice relayed to others is not valid UTF-8");
-    close_all(all, 2);
+    h_close_all(all, 2);
     h_server_stop(&s);
 }
 
