@@ -123,8 +123,8 @@ static void k_data(px_stream *s, const char *bytes, size_t len, void *user)
     if (n == 1 && len > 3) {
         take = len - 3; /* give back the last 3 bytes */
         TC_CHECK(px_stream_keep(s, 3) == 0);
+        atomic_store(&k->kept_at, px_now_ms()); /* before the pause starts */
         px_stream_pause(s, 200);
-        atomic_store(&k->kept_at, px_now_ms());
     } else if (n == 2) {
         atomic_store(&k->again_at, px_now_ms());
     }
@@ -155,7 +155,9 @@ ParameterizedTest(px_executor *ex, pause, keep_redelivers, .timeout = 20)
     cr_assert_eq(tc_write_all(a[1], "abcdef", 6), 0);
     cr_assert(tc_wait_ge_size(&k.got_len, 6, 5000), "kept bytes never came back");
     cr_assert_eq(memcmp(k.got, "abcdef", 6), 0, "bytes out of order: %.6s", k.got);
-    cr_assert_geq(atomic_load(&k.again_at) - atomic_load(&k.kept_at), 200);
+    uint64_t gap = atomic_load(&k.again_at) - atomic_load(&k.kept_at);
+    cr_assert_geq(gap, 200, "kept bytes came back after %llu ms, paused for 200",
+                  (unsigned long long)gap);
     /* New input comes after the kept bytes. */
     cr_assert_eq(tc_write_all(a[1], "gh", 2), 0);
     cr_assert(tc_wait_ge_size(&k.got_len, 8, 5000));
