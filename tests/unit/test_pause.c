@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define PAUSE_MS 300
+#define PAUSE_MS 1000 /* long enough that a loaded machine still serves the other stream first */
 
 typedef struct pause_state {
     atomic_int chunks;
