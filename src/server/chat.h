@@ -39,7 +39,6 @@ typedef struct chat_session {
     _Atomic(const char *) reason; /* why it is leaving; the first one set wins */
     char quit_msg[128];           /* "quit: ..." (own handlers) */
     bool idle_kicked;             /* under the registry lock */
-    bool registered;              /* own handlers */
     bool published;               /* named and counted online; registry lock */
     struct chat_session *prev, *next; /* session list, under the registry lock */
 } chat_session;

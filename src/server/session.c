@@ -16,7 +16,6 @@
 
 /* Read-only after chat_init. */
 static const srv_config *cfg;
-static px_loop *the_loop;
 static px_timer *idle_timer;
 
 /* The registry: every session, and nicknames (lower case) to sessions. */
@@ -210,7 +209,6 @@ static int registry_add(chat_session *s, unsigned *online)
             sessions->prev = s;
         sessions = s;
         nsessions++;
-        s->registered = true;
     }
     *online = nsessions;
     pthread_mutex_unlock(&registry_lock);
@@ -732,7 +730,6 @@ static void idle_check(px_timer *t, void *user)
 void chat_init(const srv_config *config, px_loop *loop)
 {
     cfg = config;
-    the_loop = loop;
     nick_buckets = 256;
     nicks = calloc(nick_buckets, sizeof(*nicks));
     chat_rooms_init(cfg->raw ? 0 : cfg->history, cfg->sendq / 2);
