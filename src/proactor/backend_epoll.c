@@ -87,9 +87,9 @@ static void do_read(px_loop *loop, px_stream *s)
 
 static void do_write(px_stream *s)
 {
-    struct iovec iov[64];
+    struct iovec iov[PX_IOV_BATCH];
     while (s->be_writable && s->state != PX_ST_CLOSED) {
-        int n = px__stream_iov(s, iov, 64);
+        int n = px__stream_iov(s, iov, PX_IOV_BATCH);
         if (n == 0) {
             s->be_want_write = false;
             return;

@@ -29,8 +29,8 @@
 #define UR_BUFS 64             /* provided buffers (a power of two), each
                                   opts.recv_bytes long, like epoll's reads */
 #define UR_BGID 0
-#define UR_IOV 64              /* buffers per sendmsg */
-#define UR_SEND_CACHE 256      /* spare send records kept */
+#define UR_IOV PX_IOV_BATCH    /* buffers per sendmsg */
+#define UR_SEND_CACHE 32       /* spare send records kept (16 KiB each) */
 
 enum { T_WAKE = 1, T_ACCEPT, T_RECV, T_SEND, T_CANCEL };
 

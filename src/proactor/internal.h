@@ -229,6 +229,10 @@ void px__stream_begin_close(px_stream *s, int cause, bool abortive);
 void px__stream_event_done(px_stream *s);
 /* Called by backends. */
 void px__stream_received(px_stream *s, const char *data, ssize_t n);
+/* Most queued buffers handed to one write system call. */
+#ifndef PX_IOV_BATCH
+#define PX_IOV_BATCH 1024 /* UIO_MAXIOV: more buffers per call, fewer calls and segments */
+#endif
 int px__stream_iov(px_stream *s, struct iovec *iov, int max);
 void px__stream_sent(px_stream *s, size_t n);
 void px__stream_send_failed(px_stream *s, int err);

@@ -17,7 +17,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define PX_IOV_BATCH 64
 #define PX_ACCEPT_PAUSE_MS 100
 
 /* ------------------------------------------------------------------------ */
