@@ -10,6 +10,8 @@
 #   make run ARGS='--port 0'   deps, build, run ./st_proactor $(ARGS)
 #   make check-symbols         every symbol exported by libproactor.so starts with px_
 #   make deps                  check (and install) what the build and tests need
+#   make bench                 Redis, NATS, ncat and st_proactor side by side (bench/RESULTS.md)
+#   make bench-quick           a one-minute subset of make bench
 #   make bench-backends        epoll and io_uring side by side (tools/bench-backends.sh)
 #   make clean                 remove everything the build made
 #
@@ -188,6 +190,21 @@ chatbench: $(BUILD)/chatbench
 $(BUILD)/chatbench: tools/chatbench/chatbench.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(ALL_LDFLAGS)
+
+# make bench: st_proactor (every backend x dispatch) beside Redis, NATS and ncat, in one
+# run (tools/bench.sh, about 10 minutes); the tables are also written to bench/RESULTS.md.
+# make bench-quick: a one-minute subset, printed only.
+.PHONY: bench bench-quick
+bench:
+	@scripts/deps.sh bench
+	@$(MAKE) --no-print-directory SANITIZE= all chatbench
+	@mkdir -p bench
+	@bash -c 'set -o pipefail; tools/bench.sh | tee bench/RESULTS.md'
+
+bench-quick:
+	@scripts/deps.sh bench
+	@$(MAKE) --no-print-directory SANITIZE= all chatbench
+	@tools/bench.sh --quick
 
 # Both backends side by side (fan-out and idle memory), in one run.
 .PHONY: bench-backends

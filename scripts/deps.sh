@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Checks for what the build and the tests need and installs the missing Debian packages
+# Checks for what the build and the tests need (and, with the argument `bench`, what
+# `make bench` compares against) and installs the missing Debian packages
 # (as root, or through sudo when it needs no password); otherwise prints the command to
 # run and exits 1.  Silent when everything is there.
 set -euo pipefail
@@ -25,6 +26,12 @@ need_cmd telnet telnet
 need_pkg netcat-openbsd     # the integration tests' nc (OpenBSD flavour)
 need_pkg libcriterion-dev   # Criterion headers and library
 need_pkg liburing-dev       # io_uring backend
+
+if [ "${1:-}" = bench ]; then   # the servers make bench runs beside st_proactor
+    need_cmd redis-server redis-server
+    need_cmd nats-server nats-server
+    need_cmd ncat ncat
+fi
 
 # CC=clang needs clang and its sanitizer runtimes (make test builds ASan and TSan).
 cc=${CC:-gcc}

@@ -54,7 +54,7 @@ static struct {
     int port;
     int proto;
     long clients, publishers, messages, size, window;
-    double rate, duration, timeout, stall, settle, connect_rate;
+    double rate, duration, timeout, stall, settle, connect_rate, hold;
     long idle;
     long server_pid;
     int sources;
@@ -1493,6 +1493,8 @@ static const char *idle_token(void)
 static char idle_close_msg[128]; /* what the server said before closing a connection */
 static long idle_server_closed;
 
+static uint64_t idle_bytes; /* received by idle connections, all discarded */
+
 static void idle_read(iconn *c, long *nready, long *nclosed)
 {
     char buf[16384];
@@ -1502,6 +1504,7 @@ static void idle_read(iconn *c, long *nready, long *nclosed)
         ssize_t r = recv(c->fd, buf, sizeof buf, 0);
         if (r > 0) {
             last = r;
+            idle_bytes += (uint64_t)r;
             if (c->st == IC_HANDSHAKE && tok) {
                 size_t tl = strlen(tok);
                 for (ssize_t i = 0; i < r && c->st == IC_HANDSHAKE; i++) {
@@ -1708,6 +1711,25 @@ static int run_idle(void)
            "server_fds_after=%ld server_closed=%ld connect_s=%.3f\n",
            proto_names[O.proto], open, K, reached, O.sources, rss_before, rss_after, bpc,
            fds_before, fds_after, idle_server_closed, conn_s);
+    if (O.hold > 0 && reached) {
+        /* Keep the connections (reading and discarding what arrives) while other load runs. */
+        fflush(stdout);
+        long closed0 = idle_server_closed;
+        uint64_t bytes0 = idle_bytes, hold_end = now_ns() + (uint64_t)(O.hold * 1e9);
+        while (now_ns() < hold_end) {
+            int n = epoll_wait(ep, evs, 512, 50);
+            for (int i = 0; i < n; i++) {
+                iconn *c = &cs[evs[i].data.u64];
+                if (c->st == IC_HANDSHAKE || c->st == IC_READY)
+                    idle_read(c, &nready, &nclosed);
+            }
+        }
+        long still = 0;
+        for (long i = 0; i < next; i++)
+            still += cs[i].st == IC_READY || cs[i].st == IC_HANDSHAKE;
+        printf("HOLD held_s=%.1f open=%ld closed_by_server=%ld bytes_received=%llu\n", O.hold,
+               still, idle_server_closed - closed0, (unsigned long long)(idle_bytes - bytes0));
+    }
     for (long i = 0; i < next; i++)
         if (cs[i].st != IC_CLOSED && cs[i].st != IC_NONE)
             close(cs[i].fd);
@@ -1748,6 +1770,8 @@ static void usage(FILE *f)
 "  --server-pid PID   idle mode: the server process whose VmRSS is read\n"
 "  --sources n        bind connections to 127.0.0.1..127.0.0.n (default 1)\n"
 "  --settle SEC       idle mode: wait before the final RSS reading (default 1)\n"
+"  --hold SEC         idle mode: after the RESULT line keep the connections open (reading and\n"
+"                     discarding) for SEC more seconds, then print a HOLD line\n"
 "  -v, --verbose      report disconnects as they happen\n"
 "  -h, --help\n"
 "\n"
@@ -1791,7 +1815,7 @@ int main(int argc, char **argv)
         {"threads", required_argument, 0, 'T'},  {"channel", required_argument, 0, 'C'},
         {"order-sample", required_argument, 0, 'k'}, {"idle", required_argument, 0, 'i'},
         {"server-pid", required_argument, 0, 'x'}, {"sources", required_argument, 0, 'n'},
-        {"settle", required_argument, 0, 'e'},   {"connect-rate", required_argument, 0, 'R'},   {"verbose", no_argument, 0, 'v'},
+        {"settle", required_argument, 0, 'e'},   {"hold", required_argument, 0, 1001},   {"connect-rate", required_argument, 0, 'R'},   {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},           {0, 0, 0, 0},
     };
     int ch;
@@ -1833,6 +1857,7 @@ int main(int argc, char **argv)
         case 'x': O.server_pid = parse_int("server-pid", optarg, 1, 1L << 30); break;
         case 'n': O.sources = (int)parse_int("sources", optarg, 1, 254); break;
         case 'e': O.settle = parse_num("settle", optarg, 0, 3600); break;
+        case 1001: O.hold = parse_num("hold", optarg, 0, 86400); break;
         case 'R': O.connect_rate = parse_num("connect-rate", optarg, 0, 1e9); break;
         case 'v': O.verbose = 1; break;
         case 'h': usage(stdout); return 0;
