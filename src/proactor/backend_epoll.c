@@ -20,6 +20,8 @@ typedef struct epoll_state {
     int epfd;
     int wakefd;
     struct epoll_event events[EV_BATCH];
+    struct iovec iov[PX_IOV_BATCH];
+    char stage[PX_STAGE_BYTES]; /* small buffers, copied together (px__iov_stage_pays) */
 } epoll_state;
 
 static int ep_init(px_loop *loop)
@@ -87,7 +89,8 @@ static void do_read(px_loop *loop, px_stream *s)
 
 static void do_write(px_stream *s)
 {
-    struct iovec iov[PX_IOV_BATCH];
+    epoll_state *st = s->loop->be_data;
+    struct iovec *iov = st->iov;
     while (s->be_writable && s->state != PX_ST_CLOSED) {
         int n = px__stream_iov(s, iov, PX_IOV_BATCH);
         if (n == 0) {
@@ -97,6 +100,11 @@ static void do_write(px_stream *s)
         size_t total = 0;
         for (int i = 0; i < n; i++)
             total += iov[i].iov_len;
+        if (px__iov_stage_pays(n, total)) {
+            total = px__iov_copy(iov, n, st->stage, sizeof(st->stage));
+            iov[0] = (struct iovec){.iov_base = st->stage, .iov_len = total};
+            n = 1;
+        }
         ssize_t w;
         do {
             if (s->is_socket) {

@@ -30,7 +30,6 @@
                                   opts.recv_bytes long, like epoll's reads */
 #define UR_BGID 0
 #define UR_IOV PX_IOV_BATCH    /* buffers per sendmsg */
-#define UR_SEND_CACHE 32       /* spare send records kept (16 KiB each) */
 
 enum { T_WAKE = 1, T_ACCEPT, T_RECV, T_SEND, T_CANCEL };
 
@@ -39,10 +38,19 @@ typedef struct ur_accept {
     struct ur_accept *next, *prev;
 } ur_accept;
 
+/* One sendmsg in flight per stream.  Its record holds either the iovec array or, for
+ * small buffers, a staged copy of their bytes (px__iov_stage_pays), so its size varies:
+ * two size classes, each with a cache of spares. */
+enum { UR_SMALL, UR_BIG, UR_NCLASS };
+#define UR_SMALL_BYTES 1024
+#define UR_BIG_BYTES (PX_STAGE_BYTES > UR_IOV * sizeof(struct iovec) \
+                          ? PX_STAGE_BYTES : UR_IOV * sizeof(struct iovec))
 typedef struct ur_send {
     struct msghdr msg;
-    struct iovec iov[UR_IOV];
     struct ur_send *next;
+    unsigned cls;
+    struct iovec one; /* describes the staged bytes */
+    _Alignas(16) unsigned char data[]; /* UR_SMALL_BYTES or UR_BIG_BYTES */
 } ur_send;
 
 typedef struct ur_state {
@@ -52,8 +60,9 @@ typedef struct ur_state {
     struct io_uring_buf_ring *br;
     char *bufs;
     size_t buf_size;
-    ur_send *spare;
-    unsigned nspare;
+    ur_send *spare[UR_NCLASS];
+    unsigned nspare[UR_NCLASS];
+    struct iovec iov[UR_IOV]; /* what px__stream_iov gives, before it is copied */
     ur_accept *accepts; /* every accept record, to free at the end */
 } ur_state;
 
@@ -182,9 +191,11 @@ static void ur_fini(px_loop *loop)
         close(st->wakefd);
     free(st->br);
     free(st->bufs);
-    for (ur_send *x = st->spare, *next; x; x = next) {
-        next = x->next;
-        free(x);
+    for (unsigned c = 0; c < UR_NCLASS; c++) {
+        for (ur_send *x = st->spare[c], *next; x; x = next) {
+            next = x->next;
+            free(x);
+        }
     }
     for (ur_accept *a = st->accepts, *next; a; a = next) {
         next = a->next;
@@ -301,34 +312,69 @@ static void ur_stream_recv(px_loop *loop, px_stream *s)
     s->be_ops++;
 }
 
+static const unsigned ur_cache_max[UR_NCLASS] = {256, 16}; /* spare records kept */
+
+static ur_send *send_record(ur_state *st, unsigned cls)
+{
+    ur_send *x = st->spare[cls];
+    if (x) {
+        st->spare[cls] = x->next;
+        st->nspare[cls]--;
+        return x;
+    }
+    x = malloc(sizeof(*x) + (cls == UR_SMALL ? UR_SMALL_BYTES : UR_BIG_BYTES));
+    if (x)
+        x->cls = cls;
+    return x;
+}
+
+static void send_record_free(ur_state *st, ur_send *x)
+{
+    if (st->nspare[x->cls] < ur_cache_max[x->cls]) {
+        x->next = st->spare[x->cls];
+        st->spare[x->cls] = x;
+        st->nspare[x->cls]++;
+    } else {
+        free(x);
+    }
+}
+
 static void ur_stream_send(px_loop *loop, px_stream *s)
 {
     ur_state *st = loop->be_data;
     if (s->be_ctx || s->be_closing)
         return; /* one send at a time: its completion sends the rest */
-    ur_send *x = st->spare;
-    if (x) {
-        st->spare = x->next;
-        st->nspare--;
-    } else if (!(x = malloc(sizeof(*x)))) {
+    int n = px__stream_iov(s, st->iov, UR_IOV);
+    if (n == 0)
+        return;
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += st->iov[i].iov_len;
+    bool stage = px__iov_stage_pays(n, total);
+    size_t need = stage ? (total < PX_STAGE_BYTES ? total : PX_STAGE_BYTES)
+                        : (size_t)n * sizeof(struct iovec);
+    ur_send *x = send_record(st, need <= UR_SMALL_BYTES ? UR_SMALL : UR_BIG);
+    if (!x) {
         px__stream_send_failed(s, -ENOMEM);
         return;
     }
-    int n = px__stream_iov(s, x->iov, UR_IOV);
-    if (n == 0) {
-        x->next = st->spare;
-        st->spare = x;
-        st->nspare++;
-        return;
+    struct iovec *iov = (struct iovec *)(void *)x->data;
+    if (stage) {
+        x->one.iov_base = x->data;
+        x->one.iov_len = px__iov_copy(st->iov, n, (char *)x->data, need);
+        iov = &x->one;
+        n = 1;
+    } else {
+        memcpy(iov, st->iov, (size_t)n * sizeof(*iov));
     }
     struct io_uring_sqe *sqe = get_sqe(st);
     if (s->is_socket) {
         memset(&x->msg, 0, sizeof(x->msg));
-        x->msg.msg_iov = x->iov;
+        x->msg.msg_iov = iov;
         x->msg.msg_iovlen = (size_t)n;
         io_uring_prep_sendmsg(sqe, s->fd, &x->msg, MSG_NOSIGNAL);
     } else {
-        io_uring_prep_writev(sqe, s->fd, x->iov, (unsigned)n, (uint64_t)-1);
+        io_uring_prep_writev(sqe, s->fd, iov, (unsigned)n, (uint64_t)-1);
     }
     io_uring_sqe_set_data64(sqe, ud(px_stream_retain(s), T_SEND));
     s->be_ctx = x;
@@ -390,15 +436,8 @@ static void on_send(px_loop *loop, px_stream *s, int res)
 {
     ur_state *st = loop->be_data;
     s->be_ops--;
-    ur_send *x = s->be_ctx;
+    send_record_free(st, s->be_ctx);
     s->be_ctx = NULL;
-    if (st->nspare < UR_SEND_CACHE) {
-        x->next = st->spare;
-        st->spare = x;
-        st->nspare++;
-    } else {
-        free(x);
-    }
     if (s->be_closing) {
         close_if_idle(s);
     } else if (res >= 0) {

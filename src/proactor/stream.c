@@ -439,6 +439,17 @@ int px__stream_iov(px_stream *s, struct iovec *iov, int max)
     return n;
 }
 
+size_t px__iov_copy(const struct iovec *iov, int n, char *dst, size_t cap)
+{
+    size_t len = 0;
+    for (int i = 0; i < n && len < cap; i++) {
+        size_t k = iov[i].iov_len < cap - len ? iov[i].iov_len : cap - len;
+        memcpy(dst + len, iov[i].iov_base, k);
+        len += k;
+    }
+    return len;
+}
+
 static void finish_close(px_stream *s, bool abortive);
 
 void px__stream_sent(px_stream *s, size_t n)

@@ -235,3 +235,54 @@ ParameterizedTest(px_executor *ex, send, many_buffers_in_order, .timeout = 30)
     cr_assert_eq(atomic_load(&k.closes), 1);
     tc_assert_no_failures();
 }
+
+/* ---- small buffers copied together, mixed with large ones ---- */
+
+/* Backends copy runs of small buffers into one block of at most PX_STAGE_BYTES before
+ * writing.  Mixed with buffers larger than that block (copied in part, the rest written
+ * later) and runs of large ones (written as they are), every byte still arrives once, in
+ * order, through a socket buffer small enough to force short writes. */
+TC_EXEC_PARAMS(send, staged_and_large_buffers_in_order)
+
+ParameterizedTest(px_executor *ex, send, staged_and_large_buffers_in_order, .timeout = 60)
+{
+    px_loop *loop = tc_loop_new(*ex, NULL);
+    tc_runner r;
+    tc_runner_start(&r, loop);
+
+    int sv[2];
+    tc_socketpair(sv);
+    tc_small_sndbuf(sv[0], 16 * 1024);
+    tc_sink k;
+    tc_sink_init(&k);
+    px_stream *s = NULL;
+    px_stream_opts so = {.sendq_bytes = 64u << 20};
+    cr_assert_eq(px_stream_open(loop, &s, sv[0], &tc_sink_handlers, &k, &so), 0);
+
+    size_t total = 0;
+    for (int i = 0; i < 6000; i++) {
+        size_t len = 1 + (size_t)(i * 37) % 97;
+        if (i % 1500 == 700)
+            len = 65536 + 4099; /* longer than the staging block (PX_STAGE_BYTES) */
+        else if (i >= 3000 && i < 3040)
+            len = 700 + (size_t)i % 300; /* a run that averages above PX_STAGE_AVG (512) */
+        px_buf *b = chunk_at(total, len);
+        cr_assert_eq(px_stream_send(s, b), 0, "send %d", i);
+        px_buf_release(b);
+        total += len;
+    }
+    char *got = malloc(total);
+    cr_assert_not_null(got);
+    size_t n = 0;
+    int rc = tc_read_exact(sv[1], got, total, 30000, &n);
+    cr_assert_eq(rc, 0, "read %zu of %zu bytes: %s", n, total, px_strerror(rc));
+    size_t bad = tc_check_fill(got, total, 5, 0);
+    cr_assert_eq(bad, total, "byte %zu of %zu wrong", bad, total);
+    free(got);
+
+    close(sv[1]);
+    cr_assert(tc_wait_ge(&k.closes, 1, 10000));
+    cr_assert_eq(atomic_load(&k.cause), 0);
+    tc_runner_finish(&r);
+    tc_assert_no_failures();
+}
