@@ -135,6 +135,10 @@ p999_us max_us deliveries expected sent end self foreign"
 run_load() {
     local w=$1 s=$2 r=$3
     shift 3
+    if [ "$r" -gt 1 ] && [ -n "${R["$w|$s|1|failed"]:-}" ]; then
+        R["$w|$s|$r|failed"]=1 # it could not run the first time; it will not now
+        return
+    fi
     start_server "$s"
     local extra=()
     [ "$s" = ncat ] && extra=(--connect-rate 500) # ncat listens with a backlog of 10
@@ -143,8 +147,9 @@ run_load() {
         grep '^RESULT' || true)
     stop_server
     if [ -z "$res" ]; then
-        log "  $w $s round $r: no result ($(tail -1 "$tmp/cb.err"))"
+        log "  $w $(label "$s") round $r: no result ($(tail -1 "$tmp/cb.err"))"
         R["$w|$s|$r|failed"]=1
+        R["$w|$s|why"]=$(tail -1 "$tmp/cb.err" | sed 's/^chatbench: could not run: //; s/|/-/g')
         return
     fi
     for k in $keys; do
@@ -210,7 +215,7 @@ fanout_table() { # w title servers...
     for s in "$@"; do
         local d; d=$(median "$w" "$s" deliveries_per_s)
         local note=""
-        [ "$(failed_rounds "$w" "$s")" != 0 ] && note=" ($(failed_rounds "$w" "$s") round(s) failed)"
+        [ "$(failed_rounds "$w" "$s")" != 0 ] && note=" (did not run: ${R["$w|$s|why"]:-see log})"
         echo "| $(label "$s")$note | $(fmt_rate "$d") | $(ratio "$d" "$base") | $(total "$w" "$s" lost) | $(total "$w" "$s" reordered) | $(total "$w" "$s" duplicated) | $(total "$w" "$s" damaged) | $(total "$w" "$s" order_mismatches) | $(fmt_ms "$(median "$w" "$s" p99_us)") |"
         case "$s" in st:*) check_clean "$w" "$s" ;; esac
     done
@@ -227,7 +232,7 @@ latency_table() { # w title servers...
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for s in "$@"; do
         local note=""
-        [ "$(failed_rounds "$w" "$s")" != 0 ] && note=" (failed)"
+        [ "$(failed_rounds "$w" "$s")" != 0 ] && note=" (did not run: ${R["$w|$s|why"]:-see log})"
         local p99; p99=$(median "$w" "$s" p99_us)
         echo "| $(label "$s")$note | $(fmt_rate "$(median "$w" "$s" deliveries_per_s)") | $(fmt_ms "$(median "$w" "$s" p50_us)") | $(fmt_ms "$(median "$w" "$s" p90_us)") | $(fmt_ms "$p99") | $(fmt_ms "$(median "$w" "$s" p999_us)") | $(fmt_ms "$(median "$w" "$s" max_us)") | $(ratio "$p99" "$base") | $(total "$w" "$s" lost) | $(total "$w" "$s" reordered) | $(total "$w" "$s" order_mismatches) |"
         case "$s" in st:*) check_clean "$w" "$s" ;; esac

@@ -594,6 +594,61 @@ static uint64_t flood_charge(chat_session *s)
     return (uint64_t)(-s->tokens * 1000.0 / cfg->flood_rate) + 1;
 }
 
+/* --raw relays the complete lines of one read as one buffer: one queue entry and one
+ * reference per recipient for the whole read instead of one per line (the lines stay
+ * whole and in order, and the room's one order is kept, since the batch is queued to every
+ * member under the room's lock like a single line). */
+typedef struct raw_batch {
+    char *p;
+    size_t len, cap;
+} raw_batch;
+
+static void free_batch(const void *data, void *ctx)
+{
+    (void)ctx;
+    free((void *)data);
+}
+
+static void raw_flush(chat_session *s, raw_batch *b)
+{
+    px_buf *buf;
+    if (b->len && b->cap - b->len > b->len / 8) { /* queues hold it: no slack */
+        char *p = realloc(b->p, b->len);
+        if (p)
+            b->p = p;
+    }
+    if (b->len && s->room && px_buf_wrap(&buf, b->p, b->len, free_batch, NULL) == 0) {
+        chat_room_send(s->room, s, buf, false);
+        px_buf_release(buf); /* frees b->p with the last reference */
+    } else {
+        free(b->p);
+    }
+    *b = (raw_batch){0};
+}
+
+static void raw_add(chat_session *s, raw_batch *b, const char *line, size_t n)
+{
+    if (n > b->cap - b->len) {
+        size_t cap = b->cap ? b->cap * 2 : 256;
+        while (cap - b->len < n)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) { /* out of memory: what is batched goes now, this line on its own */
+            px_buf *one;
+            raw_flush(s, b);
+            if (s->room && px_buf_new(&one, line, n) == 0) {
+                chat_room_send(s->room, s, one, false);
+                px_buf_release(one);
+            }
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, line, n);
+    b->len += n;
+}
+
 static void on_data(px_stream *st, const char *bytes, size_t len, void *user)
 {
     chat_session *s = user;
@@ -601,6 +656,7 @@ static void on_data(px_stream *st, const char *bytes, size_t len, void *user)
         return;
     atomic_store(&s->last_active_ms, px_now_ms());
     chat_frame_out out = {0};
+    raw_batch batch = {0};
     /* Stop at once when the session is leaving (/quit, dropped as too slow,
      * out of memory): nothing it sent after that may reach anyone. */
     while (len && s->room && !atomic_load(&s->reason)) {
@@ -635,11 +691,8 @@ static void on_data(px_stream *st, const char *bytes, size_t len, void *user)
                 px_stream_pause(st, wait);
             }
             if (cfg->raw) {
-                px_buf *b;
-                if (out.len && px_buf_new(&b, out.line, out.len) == 0) {
-                    chat_room_send(s->room, s, b, false);
-                    px_buf_release(b);
-                }
+                if (out.len)
+                    raw_add(s, &batch, out.line, out.len);
             } else {
                 chat_line(s, out.line, out.len);
             }
@@ -647,6 +700,7 @@ static void on_data(px_stream *st, const char *bytes, size_t len, void *user)
         }
         }
     }
+    raw_flush(s, &batch); /* lines accepted before any reason to stop still go out */
     chat_framer_trim(&s->framer); /* an idle client keeps no line buffer */
 }
 
