@@ -318,6 +318,9 @@ cat <<EOF
 - Settings: st_proactor \`--raw --flood 0\` (the original relay, no rate limit; other limits at
   their defaults); Redis without persistence and with no pub/sub output-buffer limit; NATS
   with max_pending 1 GB and write_deadline 60 s; \`ncat -l -k --chat\`.
+- st_proactor rows: backend (io_uring, epoll) and dispatch: \`pool\` (worker threads, the
+  default), \`inline\` (handlers on the I/O thread), \`thread\` (a new thread per message: the
+  original design).
 EOF
 
 log "== fan-out"
