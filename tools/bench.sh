@@ -300,9 +300,12 @@ if [ "$mode" = quick ]; then
     lat_s=3
 else
     rounds=3
-    st_servers=("${servers_st_all[@]}")
+    st_servers=()
+    for s in "${servers_st_all[@]}"; do # the default row already is auto's backend with pool
+        [ "$s" = "st:$auto_backend:pool" ] || st_servers+=("$s")
+    done
     msgs=2000
-    lat_s=10
+    lat_s=5
 fi
 all_servers=("${st_servers[@]}" "${others[@]}")
 
@@ -343,26 +346,30 @@ fanout_table fan100 "100 clients, all publishing $msgs messages" "${all_servers[
 [ "$mode" = full ] && fanout_table fan1000 "1000 clients, 20 publishing $msgs messages" "${all_servers[@]}"
 
 log "== latency"
-save_rounds=$rounds
-rounds=1
 # 100 clients, 10 publishers at a fixed rate each: every message goes to 99 receivers.
-for s in "${all_servers[@]}"; do
-    [ "$mode" = full ] && run_load lat100k "$s" 1 --clients 100 --publishers 10 --rate 101 \
-        --duration "$lat_s" --size 64
-    run_load lat1m "$s" 1 --clients 100 --publishers 10 --rate 1010 --duration "$lat_s" --size 64
+for r in $(seq "$rounds"); do
+    for s in "${all_servers[@]}"; do
+        [ "$mode" = full ] && run_load lat100k "$s" "$r" --clients 100 --publishers 10 \
+            --rate 101 --duration "$lat_s" --size 64
+        run_load lat1m "$s" "$r" --clients 100 --publishers 10 --rate 1010 --duration "$lat_s" \
+            --size 64
+    done
 done
 echo
 echo "## Latency at a fixed rate"
 echo
 echo "100 clients, 10 of them publishing at a fixed rate for $lat_s s; latency from each"
-echo "message's *scheduled* send time to its arrival (no coordinated omission)."
+echo "message's *scheduled* send time to its arrival (no coordinated omission). Each figure is"
+echo "the median over $rounds round(s); counters are summed. On this shared machine the same"
+echo "configuration can differ by a third from one run to the next, mostly in the tail."
 [ "$mode" = full ] && latency_table lat100k "About 100,000 deliveries/s (10 × 101 messages/s × 99 receivers)" "${all_servers[@]}"
 latency_table lat1m "About 1,000,000 deliveries/s (10 × 1010 messages/s × 99 receivers)" "${all_servers[@]}"
-rounds=$save_rounds
 
 log "== idle connections"
 if [ "$mode" = full ]; then
-    idle_servers=(st:epoll:pool st:io_uring:pool redis nats ncat)
+    other=epoll
+    [ "$auto_backend" = epoll ] && other=io_uring
+    idle_servers=(st:auto:pool "st:$other:pool" redis nats ncat)
 else
     idle_servers=(st:auto:pool redis)
 fi
@@ -438,7 +445,6 @@ for w in fan100 fan1000; do
         tgt "$w: default ≥ $k× $(label "$name") ($(ratio "$d" "$od"))" "$(ge "$d" "$od" "$k")" "$od"
     done
 done
-rounds=1
 for w in lat100k lat1m; do
     [ "$mode" = quick ] && [ $w = lat100k ] && continue
     p=$(median $w st:auto:pool p99_us)
