@@ -192,7 +192,7 @@ $(BUILD)/chatbench: tools/chatbench/chatbench.c
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(ALL_LDFLAGS)
 
 # make bench: st_proactor (every backend x dispatch) beside Redis, NATS and ncat, in one
-# run (tools/bench.sh, about 10 minutes); the tables are also written to bench/RESULTS.md.
+# run (tools/bench.sh, about 20 minutes); the tables are also written to bench/RESULTS.md.
 # make bench-quick: a one-minute subset, printed only.
 .PHONY: bench bench-quick
 bench:

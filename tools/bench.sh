@@ -4,7 +4,7 @@
 # generator (tools/chatbench).  Prints markdown tables (stdout) with ratios to Redis;
 # progress goes to stderr.  Every server this script starts is stopped by PID.
 #
-#   tools/bench.sh           the full run (make bench; about 10 minutes)
+#   tools/bench.sh           the full run (make bench; about 20 minutes)
 #   tools/bench.sh --quick   a one-minute subset (make bench-quick)
 #
 # Needs: make all chatbench, and redis-server, nats-server, ncat (scripts/deps.sh bench).
@@ -40,6 +40,9 @@ trap 'stop_server; rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM
 
 log() { printf '%s\n' "$*" >&2; }
+
+clk_tck=$(getconf CLK_TCK)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -142,9 +145,11 @@ run_load() {
     start_server "$s"
     local extra=()
     [ "$s" = ncat ] && extra=(--connect-rate 500) # ncat listens with a backlog of 10
-    local res
+    local res cpu0 cpu1
+    cpu0=$(cpu_ticks "$spid")
     res=$("$bench" --proto "$proto" --port "$port" "${extra[@]}" "$@" 2>"$tmp/cb.err" |
         grep '^RESULT' || true)
+    cpu1=$(cpu_ticks "$spid")
     stop_server
     if [ -z "$res" ]; then
         log "  $w $(label "$s") round $r: no result ($(tail -1 "$tmp/cb.err"))"
@@ -155,6 +160,9 @@ run_load() {
     for k in $keys; do
         R["$w|$s|$r|$k"]=$(sed -n "s/.* $k=\([^ ]*\).*/\1/p" <<<"$res")
     done
+    # server CPU (user + system, all threads) per delivery, connecting included
+    R["$w|$s|$r|cpu_ns"]=$(awk -v a="$cpu0" -v b="$cpu1" -v d="${R["$w|$s|$r|deliveries"]}" \
+        -v hz="$clk_tck" 'BEGIN { if (d > 0) printf "%.0f", (b - a) * 1e9 / hz / d }')
     log "  $w $(label "$s") round $r: $(sed -n 's/.* deliveries_per_s=\([^ ]*\).*/\1/p' <<<"$res") deliveries/s, lost $(sed -n 's/.* lost=\([^ ]*\).*/\1/p' <<<"$res"), p99 $(sed -n 's/.* p99_us=\([^ ]*\).*/\1/p' <<<"$res") us"
 }
 
@@ -210,13 +218,14 @@ fanout_table() { # w title servers...
     echo
     echo "Median of $rounds rounds; counters summed over the rounds."
     echo
-    echo "| server | deliveries/s | × Redis | lost | reordered | duplicated | damaged | order mismatches | p99 ms |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| server | deliveries/s | × Redis | server CPU per delivery | lost | reordered | duplicated | damaged | order mismatches | p99 ms |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for s in "$@"; do
         local d; d=$(median "$w" "$s" deliveries_per_s)
         local note=""
         [ "$(failed_rounds "$w" "$s")" != 0 ] && note=" (did not run: ${R["$w|$s|why"]:-see log})"
-        echo "| $(label "$s")$note | $(fmt_rate "$d") | $(ratio "$d" "$base") | $(total "$w" "$s" lost) | $(total "$w" "$s" reordered) | $(total "$w" "$s" duplicated) | $(total "$w" "$s" damaged) | $(total "$w" "$s" order_mismatches) | $(fmt_ms "$(median "$w" "$s" p99_us)") |"
+        local c; c=$(median "$w" "$s" cpu_ns)
+        echo "| $(label "$s")$note | $(fmt_rate "$d") | $(ratio "$d" "$base") | ${c/#-/-}$([ "$c" != - ] && echo " ns") | $(total "$w" "$s" lost) | $(total "$w" "$s" reordered) | $(total "$w" "$s" duplicated) | $(total "$w" "$s" damaged) | $(total "$w" "$s" order_mismatches) | $(fmt_ms "$(median "$w" "$s" p99_us)") |"
         case "$s" in st:*) check_clean "$w" "$s" ;; esac
     done
 }
@@ -316,7 +325,8 @@ cat <<EOF
 - Machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, Linux $(uname -r); descriptor hard limit $fd_hard
 - st_proactor $(git rev-parse --short HEAD 2>/dev/null || echo '?'), built with $(${CC:-gcc} --version | head -1); default backend here: $auto_backend
 - Redis $redis_v, NATS $nats_v, ncat $ncat_v (Debian packages)
-- Load generator: tools/chatbench (one thread, epoll), on the same machine and CPUs as the
+- Load generator: tools/chatbench (epoll; two threads for throughput, one for latency and idle),
+  on the same machine and CPUs as the
   server, loopback, 64-byte messages. Every server is started fresh for every run.
 - Settings: st_proactor \`--raw --flood 0\` (the original relay, no rate limit; other limits at
   their defaults); Redis without persistence and with no pub/sub output-buffer limit; NATS
@@ -329,10 +339,11 @@ EOF
 log "== fan-out"
 for r in $(seq "$rounds"); do
     for s in "${all_servers[@]}"; do
-        [ "$mode" = full ] && run_load fan10 "$s" "$r" --clients 10 --messages "$msgs" --size 64
-        run_load fan100 "$s" "$r" --clients 100 --messages "$msgs" --size 64
+        [ "$mode" = full ] && run_load fan10 "$s" "$r" --clients 10 --messages "$msgs" --size 64 \
+            --threads 2
+        run_load fan100 "$s" "$r" --clients 100 --messages "$msgs" --size 64 --threads 2
         [ "$mode" = full ] && run_load fan1000 "$s" "$r" --clients 1000 --publishers 20 \
-            --messages "$msgs" --size 64 --timeout 120
+            --messages "$msgs" --size 64 --timeout 120 --threads 2
     done
 done
 
@@ -340,7 +351,11 @@ echo
 echo "## Fan-out throughput"
 echo
 echo "Each publisher keeps at most 64 of its messages in flight; a message counts as done when"
-echo "every other client has it, so the rate is what the slowest receiver sustains."
+echo "every other client has it, so the rate is what the slowest receiver sustains. The load"
+echo "generator runs two threads and needs about 100 ns of CPU per delivery; it shares the"
+echo "machine's CPUs with the server, so at the top it, not the server, sets the pace: the"
+echo "server's own CPU time per delivery (user + system, all threads, from /proc) shows what each"
+echo "server costs."
 [ "$mode" = full ] && fanout_table fan10 "10 clients, all publishing $msgs messages" "${all_servers[@]}"
 fanout_table fan100 "100 clients, all publishing $msgs messages" "${all_servers[@]}"
 [ "$mode" = full ] && fanout_table fan1000 "1000 clients, 20 publishing $msgs messages" "${all_servers[@]}"

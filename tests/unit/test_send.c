@@ -191,6 +191,27 @@ ParameterizedTest(px_executor *ex, send, queue_is_bounded, .timeout = 30)
 
 /* ---- many queued buffers, in order ---- */
 
+/* Reads the `total` bytes the stream was given (the pattern chunk_at wrote), checks every
+ * one, then closes the peer and checks the stream closed once, cleanly. */
+static void expect_all_then_close(int peer, size_t total, tc_sink *k, tc_runner *r)
+{
+    char *got = malloc(total);
+    cr_assert_not_null(got);
+    size_t n = 0;
+    int rc = tc_read_exact(peer, got, total, 30000, &n);
+    cr_assert_eq(rc, 0, "read %zu of %zu bytes: %s", n, total, px_strerror(rc));
+    size_t bad = tc_check_fill(got, total, 5, 0);
+    cr_assert_eq(bad, total, "byte %zu of %zu wrong", bad, total);
+    free(got);
+
+    close(peer);
+    cr_assert(tc_wait_ge(&k->closes, 1, 10000));
+    cr_assert_eq(atomic_load(&k->cause), 0);
+    tc_runner_finish(r);
+    cr_assert_eq(atomic_load(&k->closes), 1);
+    tc_assert_no_failures();
+}
+
 enum { ORD_BUFS = 1000 };
 
 TC_EXEC_PARAMS(send, many_buffers_in_order)
@@ -219,21 +240,7 @@ ParameterizedTest(px_executor *ex, send, many_buffers_in_order, .timeout = 30)
         px_buf_release(b);
         total += len;
     }
-    char *got = malloc(total);
-    cr_assert_not_null(got);
-    size_t n = 0;
-    int rc = tc_read_exact(sv[1], got, total, 20000, &n);
-    cr_assert_eq(rc, 0, "read %zu of %zu bytes: %s", n, total, px_strerror(rc));
-    size_t bad = tc_check_fill(got, total, 5, 0);
-    cr_assert_eq(bad, total, "byte %zu of %zu wrong", bad, total);
-    free(got);
-
-    close(sv[1]);
-    cr_assert(tc_wait_ge(&k.closes, 1, 10000));
-    cr_assert_eq(atomic_load(&k.cause), 0);
-    tc_runner_finish(&r);
-    cr_assert_eq(atomic_load(&k.closes), 1);
-    tc_assert_no_failures();
+    expect_all_then_close(sv[1], total, &k, &r);
 }
 
 /* ---- small buffers copied together, mixed with large ones ---- */
@@ -271,18 +278,5 @@ ParameterizedTest(px_executor *ex, send, staged_and_large_buffers_in_order, .tim
         px_buf_release(b);
         total += len;
     }
-    char *got = malloc(total);
-    cr_assert_not_null(got);
-    size_t n = 0;
-    int rc = tc_read_exact(sv[1], got, total, 30000, &n);
-    cr_assert_eq(rc, 0, "read %zu of %zu bytes: %s", n, total, px_strerror(rc));
-    size_t bad = tc_check_fill(got, total, 5, 0);
-    cr_assert_eq(bad, total, "byte %zu of %zu wrong", bad, total);
-    free(got);
-
-    close(sv[1]);
-    cr_assert(tc_wait_ge(&k.closes, 1, 10000));
-    cr_assert_eq(atomic_load(&k.cause), 0);
-    tc_runner_finish(&r);
-    tc_assert_no_failures();
+    expect_all_then_close(sv[1], total, &k, &r);
 }
