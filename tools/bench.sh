@@ -326,8 +326,8 @@ cat <<EOF
 - st_proactor $(git rev-parse --short HEAD 2>/dev/null || echo '?'), built with $(${CC:-gcc} --version | head -1); default backend here: $auto_backend
 - Redis $redis_v, NATS $nats_v, ncat $ncat_v (Debian packages)
 - Load generator: tools/chatbench (epoll; two threads for throughput, one for latency and idle),
-  on the same machine and CPUs as the
-  server, loopback, 64-byte messages. Every server is started fresh for every run.
+  on the same machine and CPUs as the server, loopback, 64-byte messages. Every server is
+  started fresh for every run.
 - Settings: st_proactor \`--raw --flood 0\` (the original relay, no rate limit; other limits at
   their defaults); Redis without persistence and with no pub/sub output-buffer limit; NATS
   with max_pending 1 GB and write_deadline 60 s; \`ncat -l -k --chat\`.
