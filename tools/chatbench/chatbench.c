@@ -1549,6 +1549,25 @@ static void idle_read(iconn *c, long *nready, long *nclosed)
     }
 }
 
+/* One wait on the idle connections: reads (and discards) what arrived. */
+static void idle_poll(int ep, struct epoll_event *evs, iconn *cs, long *nready, long *nclosed)
+{
+    int n = epoll_wait(ep, evs, 512, 50);
+    for (int i = 0; i < n; i++) {
+        iconn *c = &cs[evs[i].data.u64];
+        if (c->st == IC_HANDSHAKE || c->st == IC_READY)
+            idle_read(c, nready, nclosed);
+    }
+}
+
+static long idle_open(const iconn *cs, long n)
+{
+    long open = 0;
+    for (long i = 0; i < n; i++)
+        open += cs[i].st == IC_READY || cs[i].st == IC_HANDSHAKE;
+    return open;
+}
+
 static int run_idle(void)
 {
     long K = O.idle;
@@ -1672,16 +1691,9 @@ static int run_idle(void)
             settle_end = now + (uint64_t)(O.settle * 1e9);
         if (settle_end && now >= settle_end)
             break;
-        int n = epoll_wait(ep, evs, 512, 50);
-        for (int i = 0; i < n; i++) {
-            iconn *c = &cs[evs[i].data.u64];
-            if (c->st == IC_HANDSHAKE || c->st == IC_READY)
-                idle_read(c, &nready, &nclosed);
-        }
+        idle_poll(ep, evs, cs, &nready, &nclosed);
     }
-    long open = 0;
-    for (long i = 0; i < next; i++)
-        open += cs[i].st == IC_READY || cs[i].st == IC_HANDSHAKE;
+    long open = idle_open(cs, next);
     long rss_after = -1;
     if (O.server_pid > 0) {
         rss_after = read_rss_kb(O.server_pid);
@@ -1716,17 +1728,9 @@ static int run_idle(void)
         fflush(stdout);
         long closed0 = idle_server_closed;
         uint64_t bytes0 = idle_bytes, hold_end = now_ns() + (uint64_t)(O.hold * 1e9);
-        while (now_ns() < hold_end) {
-            int n = epoll_wait(ep, evs, 512, 50);
-            for (int i = 0; i < n; i++) {
-                iconn *c = &cs[evs[i].data.u64];
-                if (c->st == IC_HANDSHAKE || c->st == IC_READY)
-                    idle_read(c, &nready, &nclosed);
-            }
-        }
-        long still = 0;
-        for (long i = 0; i < next; i++)
-            still += cs[i].st == IC_READY || cs[i].st == IC_HANDSHAKE;
+        while (now_ns() < hold_end)
+            idle_poll(ep, evs, cs, &nready, &nclosed);
+        long still = idle_open(cs, next);
         printf("HOLD held_s=%.1f open=%ld closed_by_server=%ld bytes_received=%llu\n", O.hold,
                still, idle_server_closed - closed0, (unsigned long long)(idle_bytes - bytes0));
     }
