@@ -13,6 +13,7 @@
 #   make bench                 Redis, NATS, ncat and st_proactor side by side (bench/RESULTS.md)
 #   make bench-quick           a one-minute subset of make bench
 #   make bench-backends        epoll and io_uring side by side (tools/bench-backends.sh)
+#   make fuzz, make fuzz-run SECONDS=N   libFuzzer targets of the protocol parsers
 #   make clean                 remove everything the build made
 #
 # Variables: CC (gcc; CC=clang works), SANITIZE (empty|address|thread), WERROR (1 adds
@@ -205,6 +206,36 @@ bench-quick:
 	@scripts/deps.sh bench
 	@$(MAKE) --no-print-directory SANITIZE= all chatbench
 	@tools/bench.sh --quick
+
+# Fuzzing with clang's libFuzzer (+ASan+UBSan): make fuzz builds build/fuzz/fuzz_*;
+# make fuzz-run SECONDS=N runs each for N seconds (default 60), starting from the seed
+# corpus in tests/fuzz/corpus/<target>; new finds go to build/fuzz/corpus-<target>.
+FUZZ_TARGETS := frame sanitize cmd
+FUZZ_CC ?= clang
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror \
+	-fsanitize=fuzzer,address,undefined -Isrc -Iinclude
+SECONDS ?= 60
+.PHONY: fuzz fuzz-run
+fuzz:
+	@scripts/deps.sh fuzz
+	@$(MAKE) --no-print-directory $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c src/server/proto.c src/server/proto.h
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) src/server/proto.c $< -o $@
+
+fuzz-run: fuzz
+	@for t in $(FUZZ_TARGETS); do \
+	    mkdir -p build/fuzz/corpus-$$t; \
+	    if build/fuzz/fuzz_$$t -max_total_time=$(SECONDS) -print_final_stats=1 \
+	        build/fuzz/corpus-$$t tests/fuzz/corpus/$$t >build/fuzz/fuzz_$$t.log 2>&1; then \
+	        echo "fuzz_$$t: $$(sed -n 's/^stat::number_of_executed_units: *//p' \
+	            build/fuzz/fuzz_$$t.log) runs in $(SECONDS) s, no failure"; \
+	    else \
+	        tail -n 30 build/fuzz/fuzz_$$t.log; echo "fuzz_$$t: FAILED (build/fuzz/fuzz_$$t.log)"; \
+	        exit 1; \
+	    fi; \
+	done
 
 # Both backends side by side (fan-out and idle memory), in one run.
 .PHONY: bench-backends

@@ -27,6 +27,12 @@ need_pkg netcat-openbsd     # the integration tests' nc (OpenBSD flavour)
 need_pkg libcriterion-dev   # Criterion headers and library
 need_pkg liburing-dev       # io_uring backend
 
+if [ "${1:-}" = fuzz ]; then    # clang and its libFuzzer/sanitizer runtimes
+    need_cmd clang clang
+    if command -v clang >/dev/null 2>&1; then
+        need_pkg "libclang-rt-$(clang -dumpversion | cut -d. -f1)-dev"
+    fi
+fi
 if [ "${1:-}" = bench ]; then   # the servers make bench runs beside st_proactor
     need_cmd redis-server redis-server
     need_cmd nats-server nats-server

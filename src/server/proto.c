@@ -252,6 +252,10 @@ size_t chat_frame_feed(chat_framer *f, const char *p, size_t n, chat_frame_out *
     }
 
     while (i < n) {
+        /* Give the caller the answers so far before one could be dropped (the longest,
+         * AYT's, is 9 bytes); with nothing consumed yet, go on (progress first). */
+        if (i > 0 && sizeof out->reply - out->reply_len < 9)
+            return i;
         chat_frame_kind k = CHAT_FRAME_NONE;
         switch ((tn_state)f->tstate) {
         case TS_DATA: {

@@ -64,8 +64,9 @@ typedef struct chat_frame_out {
  * in raw mode it ends with the LF that ended it (and a CR before it, if
  * any).  CHAT_FRAME_TOO_LONG is reported once per overlong line, as soon
  * as it passes max_line; the rest of that line is consumed silently.
- * If reply has no room for an answer, the answer is dropped (never more
- * than 64 bytes of answers between two empties). */
+ * The feed also returns early when reply could not hold another answer, so
+ * a caller that empties reply after every call loses none; one that does
+ * not has answers dropped once reply is full. */
 size_t chat_frame_feed(chat_framer *f, const char *p, size_t n, chat_frame_out *out);
 
 /* ------------------------------------------------------------------------ */
