@@ -235,7 +235,7 @@ void px__stream_received(px_stream *s, const char *data, ssize_t n);
 #endif
 int px__stream_iov(px_stream *s, struct iovec *iov, int max);
 /* Many small buffers cost the kernel more per iovec segment than a user-space copy
- * costs us (measured: 64-byte chat lines, ~150 -> ~105 ns of server CPU per delivery), so
+ * costs us (measured, 64-byte lines with epoll: 118-129 -> 81-85 ns of server CPU per delivery), so
  * backends write them from one contiguous block of up to PX_STAGE_BYTES instead. */
 #define PX_STAGE_BYTES 65536
 #define PX_STAGE_AVG 512 /* stage when the buffers average fewer bytes than this */

@@ -76,6 +76,10 @@ static bool push(chat_framer *f, char c)
 
 /* Appends a whole answer or nothing: half a telnet command would desync the
  * client's parser. */
+/* Answers to the client: "are you there?" gets the longest (option refusals are 3 bytes). */
+#define TN_AYT_ANSWER "\r\n[yes]\r\n"
+#define TN_ANSWER_MAX (sizeof TN_AYT_ANSWER - 1)
+
 static void reply_add(chat_frame_out *out, const char *bytes, size_t n)
 {
     if (out->reply_len > sizeof out->reply || sizeof out->reply - out->reply_len < n)
@@ -190,7 +194,7 @@ static chat_frame_kind telnet_command(chat_framer *f, uint8_t c, chat_frame_out 
         f->tstate = TS_SB;
         return CHAT_FRAME_NONE;
     case TN_AYT:
-        reply_add(out, "\r\n[yes]\r\n", 9);
+        reply_add(out, TN_AYT_ANSWER, sizeof TN_AYT_ANSWER - 1);
         return CHAT_FRAME_NONE;
     case TN_IP:
     case TN_AO:
@@ -252,9 +256,9 @@ size_t chat_frame_feed(chat_framer *f, const char *p, size_t n, chat_frame_out *
     }
 
     while (i < n) {
-        /* Give the caller the answers so far before one could be dropped (the longest,
-         * AYT's, is 9 bytes); with nothing consumed yet, go on (progress first). */
-        if (i > 0 && sizeof out->reply - out->reply_len < 9)
+        /* Give the caller the answers so far before one could be dropped; with
+         * nothing consumed yet, go on (progress first). */
+        if (i > 0 && sizeof out->reply - out->reply_len < TN_ANSWER_MAX)
             return i;
         chat_frame_kind k = CHAT_FRAME_NONE;
         switch ((tn_state)f->tstate) {
