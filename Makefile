@@ -220,7 +220,7 @@ fuzz:
 	@scripts/deps.sh fuzz
 	@$(MAKE) --no-print-directory $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
 
-build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c src/server/proto.c src/server/proto.h
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c src/server/proto.c src/server/proto.h tests/support/utf8_strict.h
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) src/server/proto.c $< -o $@
 

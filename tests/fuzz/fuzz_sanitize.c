@@ -5,6 +5,8 @@
  */
 #include "server/proto.h"
 
+#include "../support/utf8_strict.h"
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,38 +20,6 @@ static void check(int ok, const char *what)
     }
 }
 
-/* Decodes one UTF-8 sequence at p (strictly: no overlongs, surrogates or > U+10FFFF);
- * returns its length, or 0 when invalid. */
-static size_t utf8_next(const unsigned char *p, size_t n, uint32_t *cp)
-{
-    unsigned char c = p[0];
-    size_t len;
-    uint32_t v, min;
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    } else if ((c & 0xE0) == 0xC0) {
-        len = 2, v = c & 0x1F, min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-        len = 3, v = c & 0x0F, min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-        len = 4, v = c & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-        v = v << 6 | (p[i] & 0x3F);
-    }
-    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
-        return 0;
-    *cp = v;
-    return len;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *out = malloc(CHAT_SANITIZE_MAX(size) + 1);
@@ -60,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const unsigned char *u = (const unsigned char *)out;
     for (size_t i = 0; i < n;) {
         uint32_t cp;
-        size_t k = utf8_next(u + i, n - i, &cp);
+        size_t k = utf8_strict_next(u + i, n - i, &cp);
         check(k > 0, "output is not valid UTF-8");
         check(cp >= 0x20 && cp != 0x7F, "C0 control or DEL in the output");
         check(cp < 0x80 || cp > 0x9F, "C1 control in the output");

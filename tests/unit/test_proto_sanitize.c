@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../support/utf8_strict.h"
 #include "server/proto.h"
 
 #define FFFD "\xef\xbf\xbd"
@@ -253,37 +254,16 @@ static uint64_t rng_next(uint64_t *s)
     return z ^ (z >> 31);
 }
 
-/* An independent strict UTF-8 check: decodes each sequence in full and
- * compares its value with the shortest form's range.  Returns false on any
- * invalid sequence, else stores the code points in cps (room for n). */
+/* Returns false on any invalid sequence (utf8_strict.h), else stores the code points in
+ * cps (room for n). */
 static bool utf8_valid(const unsigned char *s, size_t n, uint32_t *cps, size_t *ncp)
 {
     *ncp = 0;
     for (size_t i = 0; i < n;) {
-        unsigned char c = s[i];
-        size_t len;
-        uint32_t cp, min;
-        if (c < 0x80) {
-            len = 1, cp = c, min = 0;
-        } else if ((c & 0xE0) == 0xC0) {
-            len = 2, cp = c & 0x1F, min = 0x80;
-        } else if ((c & 0xF0) == 0xE0) {
-            len = 3, cp = c & 0x0F, min = 0x800;
-        } else if ((c & 0xF8) == 0xF0) {
-            len = 4, cp = c & 0x07, min = 0x10000;
-        } else {
+        size_t len = utf8_strict_next(s + i, n - i, &cps[*ncp]);
+        if (!len)
             return false;
-        }
-        if (i + len > n)
-            return false;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                return false;
-            cp = cp << 6 | (s[i + k] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return false;
-        cps[(*ncp)++] = cp;
+        (*ncp)++;
         i += len;
     }
     return true;
