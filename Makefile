@@ -5,7 +5,8 @@
 #   make SANITIZE=thread       same, built with TSan into build/tsan/
 #   make tests                 the Criterion test binaries of the current variant
 #   make test                  deps, then build and run everything for each of
-#                              $(TEST_VARIANTS) x $(TEST_BACKENDS); ends with
+#                              $(TEST_VARIANTS) x $(TEST_BACKENDS), then each fuzz
+#                              target for $(TEST_FUZZ_SECONDS) s; ends with
 #                              "N passed, N failed"
 #   make run ARGS='--port 0'   deps, build, run ./st_proactor $(ARGS)
 #   make check-symbols         every symbol exported by libproactor.so starts with px_
@@ -13,7 +14,7 @@
 #   make bench                 Redis, NATS, ncat and st_proactor side by side (bench/RESULTS.md)
 #   make bench-quick           a one-minute subset of make bench
 #   make bench-backends        epoll and io_uring side by side (tools/bench-backends.sh)
-#   make fuzz, make fuzz-run SECONDS=N   libFuzzer targets of the protocol parsers
+#   make fuzz, make fuzz-run SECONDS=N   libFuzzer targets: parsers, options, sessions
 #   make clean                 remove everything the build made
 #
 # Variables: CC (gcc; CC=clang works), SANITIZE (empty|address|thread), WERROR (1 adds
@@ -27,6 +28,8 @@ WERROR ?= 1
 TEST_VARIANTS ?= release address thread
 # Every suite runs once per backend; one that is unavailable here is skipped, loudly.
 TEST_BACKENDS ?= epoll io_uring
+# Seconds each fuzz target runs in make test (make fuzz-run SECONDS=N for longer).
+TEST_FUZZ_SECONDS ?= 15
 ARGS ?=
 
 # ---------------------------------------------------------------------------
@@ -210,32 +213,32 @@ bench-quick:
 # Fuzzing with clang's libFuzzer (+ASan+UBSan): make fuzz builds build/fuzz/fuzz_*;
 # make fuzz-run SECONDS=N runs each for N seconds (default 60), starting from the seed
 # corpus in tests/fuzz/corpus/<target>; new finds go to build/fuzz/corpus-<target>.
-FUZZ_TARGETS := frame sanitize cmd
+# Targets: frame (framer + telnet filter), sanitize, cmd (commands and names), options
+# (command line), session (whole sessions through a running loop, stateful).
+FUZZ_TARGETS := frame sanitize cmd options session
 FUZZ_CC ?= clang
-FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror \
-	-fsanitize=fuzzer,address,undefined -Isrc -Iinclude
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -pthread \
+	-fsanitize=fuzzer,address,undefined -Isrc -Iinclude -DPX_BUILDING_LIBRARY
 SECONDS ?= 60
+FUZZ_PROTO := src/server/proto.c
+FUZZ_SRCS_frame := $(FUZZ_PROTO)
+FUZZ_SRCS_sanitize := $(FUZZ_PROTO)
+FUZZ_SRCS_cmd := $(FUZZ_PROTO)
+FUZZ_SRCS_options := src/server/config.c $(LIB_SRCS)
+FUZZ_SRCS_session := $(filter-out $(SERVER_MAIN),$(SERVER_SRCS)) $(LIB_SRCS)
 .PHONY: fuzz fuzz-run
 fuzz:
 	@scripts/deps.sh fuzz
 	@$(MAKE) --no-print-directory $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
 
-build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c src/server/proto.c src/server/proto.h tests/support/utf8_strict.h
+.SECONDEXPANSION:
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $$(FUZZ_SRCS_$$*) $(wildcard src/server/*.h src/proactor/*.h \
+		include/*.h) tests/support/utf8_strict.h
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) src/server/proto.c $< -o $@
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SRCS_$*) $< -o $@ $(LIB_LDLIBS)
 
 fuzz-run: fuzz
-	@for t in $(FUZZ_TARGETS); do \
-	    mkdir -p build/fuzz/corpus-$$t; \
-	    if build/fuzz/fuzz_$$t -max_total_time=$(SECONDS) -print_final_stats=1 \
-	        build/fuzz/corpus-$$t tests/fuzz/corpus/$$t >build/fuzz/fuzz_$$t.log 2>&1; then \
-	        echo "fuzz_$$t: $$(sed -n 's/^stat::number_of_executed_units: *//p' \
-	            build/fuzz/fuzz_$$t.log) runs in $(SECONDS) s, no failure"; \
-	    else \
-	        tail -n 30 build/fuzz/fuzz_$$t.log; echo "fuzz_$$t: FAILED (build/fuzz/fuzz_$$t.log)"; \
-	        exit 1; \
-	    fi; \
-	done
+	@scripts/fuzz-run.sh $(SECONDS) $(FUZZ_TARGETS)
 
 # Both backends side by side (fan-out and idle memory), in one run.
 .PHONY: bench-backends
@@ -297,6 +300,10 @@ test:
 		else echo "[$$v integration] no tests in tests/integration/"; fi; \
 		done; \
 	done; \
+	echo "==== fuzz: each target for $(TEST_FUZZ_SECONDS) s"; \
+	if $(MAKE) --no-print-directory fuzz; then \
+		TEST_RESULTS=$(RESULTS) scripts/fuzz-run.sh $(TEST_FUZZ_SECONDS) $(FUZZ_TARGETS); \
+	else printf '%s\t0\t1\t0\n' "fuzz build" >> $(RESULTS); fi; \
 	echo "==== summary"; \
 	awk -F'\t' '{ p += $$2; f += $$3; s += $$4; \
 		if ($$3 > 0) bad = bad "    failed: " $$1 " (" $$3 ")\n"; \

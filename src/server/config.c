@@ -48,6 +48,22 @@ static void usage(FILE *f, const char *prog)
             SRV_DEFAULT_FLOOD_RATE, SRV_DEFAULT_FLOOD_BURST, SRV_DEFAULT_HISTORY);
 }
 
+const char *srv_shown(const char *s, char out[SRV_SHOWN_MAX])
+{
+    size_t o = 0, i = 0;
+    for (; s[i] && i < 64; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7F)
+            o += (size_t)snprintf(out + o, 5, "\\x%02X", c);
+        else
+            out[o++] = (char)c;
+    }
+    if (s[i])
+        memcpy(out + o, "...", 3), o += 3;
+    out[o] = '\0';
+    return out;
+}
+
 /* Parses a whole decimal string in [min, max], with an optional K/M/G
  * (binary) suffix when sized is set. */
 static bool parse_num(const char *s, unsigned long long min, unsigned long long max,
@@ -81,17 +97,16 @@ static bool parse_num(const char *s, unsigned long long min, unsigned long long 
 
 static bool bad(FILE *err, const char *opt, const char *val, const char *expect)
 {
-    fprintf(err, "st_proactor: invalid %s '%s' (expected %s)\n", opt, val, expect);
+    char buf[SRV_SHOWN_MAX];
+    fprintf(err, "st_proactor: invalid %s '%s' (expected %s)\n", opt, srv_shown(val, buf), expect);
     return false;
 }
 
 static bool set_port(const char *s, srv_config *cfg, FILE *err)
 {
     unsigned long long v;
-    if (!parse_num(s, 0, 65535, false, &v)) {
-        fprintf(err, "st_proactor: invalid port '%s' (expected a number from 0 to 65535)\n", s);
-        return false;
-    }
+    if (!parse_num(s, 0, 65535, false, &v))
+        return bad(err, "port", s, "a number from 0 to 65535");
     cfg->port = (unsigned)v;
     return true;
 }
@@ -150,8 +165,11 @@ srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *
     };
     const char *prog = argc > 0 && argv[0] ? argv[0] : "st_proactor";
     opterr = 0;
-    optind = 1;
+    /* 0, not 1: glibc then also forgets where it was inside a cluster of short options,
+     * so a parse that stopped at an error in "-qx" does not leak into the next one. */
+    optind = 0;
     bool port_set = false, flood_set = false;
+    char buf[SRV_SHOWN_MAX];
     int c;
     while ((c = getopt_long(argc, argv, ":p:b:d:t:qvhV", longopts, NULL)) != -1) {
         unsigned long long v;
@@ -247,20 +265,22 @@ srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *
                 fprintf(err, "st_proactor: option '-%c' needs a value (see --help)\n", optopt);
             else
                 fprintf(err, "st_proactor: option '%s' needs a value (see --help)\n",
-                        argv[optind - 1]);
+                        srv_shown(argv[optind - 1], buf));
             return SRV_PARSE_ERROR;
         default:
             if (optopt)
-                fprintf(err, "st_proactor: unknown option '-%c' (see --help)\n", optopt);
+                fprintf(err, "st_proactor: unknown option '%s' (see --help)\n",
+                        srv_shown((char[]){'-', (char)optopt, '\0'}, buf));
             else
-                fprintf(err, "st_proactor: unknown option '%s' (see --help)\n", argv[optind - 1]);
+                fprintf(err, "st_proactor: unknown option '%s' (see --help)\n",
+                        srv_shown(argv[optind - 1], buf));
             return SRV_PARSE_ERROR;
         }
     }
     if (optind < argc) {
         if (port_set || optind + 1 < argc) {
             fprintf(err, "st_proactor: unexpected argument '%s' (see --help)\n",
-                    argv[port_set ? optind : optind + 1]);
+                    srv_shown(argv[port_set ? optind : optind + 1], buf));
             return SRV_PARSE_ERROR;
         }
         if (!set_port(argv[optind], cfg, err))

@@ -43,4 +43,10 @@ typedef enum srv_parse_result {
 srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *out,
                                   FILE *err);
 
+/* An argument as an error message shows it: bytes below 0x20 and DEL as \xNN, so that
+ * an argument holding a newline or an escape sequence cannot break the one-line error
+ * or the terminal, and at most 64 bytes of it ("..." after).  Returns out. */
+#define SRV_SHOWN_MAX (64 * 4 + 4)
+const char *srv_shown(const char *s, char out[SRV_SHOWN_MAX]);
+
 #endif

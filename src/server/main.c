@@ -137,9 +137,10 @@ int main(int argc, char **argv)
                    });
     if (rc) {
         bool bad_bind = cfg.bind && (rc == -EADDRNOTAVAIL || rc == -EAFNOSUPPORT);
+        char shown[SRV_SHOWN_MAX];
         if (bad_bind)
             fprintf(stderr, "st_proactor: invalid --bind '%s' (not an address of this machine)\n",
-                    cfg.bind);
+                    srv_shown(cfg.bind, shown));
         else
             fprintf(stderr, "st_proactor: cannot listen on port %u: %s\n", cfg.port,
                     rc == -EADDRINUSE ? "address already in use" : px_strerror(rc));

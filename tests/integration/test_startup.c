@@ -155,6 +155,28 @@ Test(startup, bad_options)
     bad_usage((const char *const[]){"--nope", NULL}, "--nope");
 }
 
+/* An argument holding a newline or an escape sequence is shown escaped, so the error
+ * stays one line and cannot drive the terminal (found by tests/fuzz/fuzz_options.c). */
+Test(startup, hostile_argument_is_escaped)
+{
+    char out[256], err[1024];
+    int rc = run_to_exit((const char *const[]){"--flood", "1\n\x1b[2J", NULL}, out, sizeof(out),
+                         err, sizeof(err));
+    cr_expect_eq(rc, 2, "exit status %d, want 2", rc);
+    cr_expect_eq(count_lines(err), 1, "want one line on stderr, got: %s", err);
+    cr_expect(strstr(err, "'1\\x0A\\x1B[2J'") != NULL, "argument not escaped: %s", err);
+    cr_expect(strchr(err, '\x1b') == NULL, "a raw escape byte on stderr: %s", err);
+    char *long_arg = malloc(5000);
+    cr_assert(long_arg);
+    memset(long_arg, '7', 4999);
+    long_arg[4999] = '\0';
+    rc = run_to_exit((const char *const[]){long_arg, NULL}, out, sizeof(out), err, sizeof(err));
+    free(long_arg);
+    cr_expect_eq(rc, 2, "exit status %d, want 2", rc);
+    cr_expect(strlen(err) < 400 && strstr(err, "...'") != NULL,
+              "a 5000-byte argument not shortened: %zu bytes", strlen(err));
+}
+
 Test(startup, help)
 {
     const char *opts[] = {"--help", "-h"};

@@ -40,4 +40,17 @@ static inline size_t utf8_strict_next(const unsigned char *p, size_t n, uint32_t
     return len;
 }
 
+/* Why a code point must never reach a client (NULL when it may): the characters the
+ * sanitiser removes. */
+static inline const char *utf8_unsafe(uint32_t cp)
+{
+    if (cp < 0x20 || cp == 0x7F)
+        return "C0 control or DEL";
+    if (cp >= 0x80 && cp <= 0x9F)
+        return "C1 control";
+    if ((cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069))
+        return "bidi control";
+    return NULL;
+}
+
 #endif

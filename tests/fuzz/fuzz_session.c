@@ -1,0 +1,367 @@
+/*
+ * libFuzzer target: whole chat sessions (src/server/session.c, room.c, proto.c and
+ * libproactor), stateful.  Each input opens 2 to 4 clients on socket pairs into one
+ * running server loop and writes the input to them in interleaved chunks: byte 0 picks
+ * the number of clients; then each step is one byte, whose low 2 bits pick the client
+ * and the other 6 the chunk length (1 to 64), followed by the chunk.  Then every client
+ * is synchronised with the server (below), and these invariants are checked:
+ *   - everything any client receives is whole CRLF lines of valid UTF-8 without control
+ *     or bidi characters, or telnet answers (IAC WILL/WONT/DONT option) between lines;
+ *   - every client still connected answers (nothing wedged), and every session is gone
+ *     once its client closes;
+ *   - when no line of the input is a command (so nobody renames, moves or leaves),
+ *     every complete line each client sent that is a message reaches every other
+ *     client exactly once, in order, byte for byte as the sanitiser and parser make it,
+ *     and never comes back to its sender.  A model framer (the same chat_framer, fed the
+ *     same bytes) says which lines were complete.
+ * Synchronising: each client sends a line that resets any framer state (IAC SE twice,
+ * then LF) and an unknown command with a fresh name, and reads until the server's error
+ * naming it arrives; when that has happened for every client, a second round makes sure
+ * each client has also read everything queued to it before that point.
+ */
+#include "server/chat.h"
+#include "server/log.h"
+
+#include "../support/utf8_strict.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_CLIENTS 4
+#define MAX_LINE 64    /* small, so the overlong-line path is reached often */
+#define TIMEOUT_MS 10000
+
+static px_loop *loop;
+static srv_config cfg;
+static unsigned long sync_seq;
+
+static void check(int ok, const char *what)
+{
+    if (!ok) {
+        fprintf(stderr, "fuzz_session: invariant broken: %s\n", what);
+        abort();
+    }
+}
+
+typedef struct client {
+    int fd;
+    char nick[CHAT_NICK_MAX + 1];
+    chat_framer model;
+    bool commands; /* the model saw a command line (other than the syncs) */
+    bool gone;     /* end of stream: it quit or was dropped */
+    char *rx;      /* everything received */
+    size_t rx_len, rx_cap;
+    size_t scan;   /* where to look for the next awaited text */
+    char **sent;   /* the messages others must see from it (text after "<nick> ") */
+    size_t nsent, sent_cap;
+    char sync_name[32];
+} client;
+
+static void *run_loop(void *arg)
+{
+    (void)arg;
+    px_loop_run(loop);
+    return NULL;
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    signal(SIGPIPE, SIG_IGN);
+    srv_log_set_level(SRV_LOG_ERROR);
+    cfg = (srv_config){
+        .max_line = MAX_LINE,
+        .sendq = 64 * 1024, /* small enough that a flood of /help is dropped as too slow */
+        .history = 0,       /* each input starts from an empty lobby */
+    };
+    px_executor exec = PX_EXEC_INLINE;
+    px_backend backend = PX_BACKEND_EPOLL;
+    const char *e = getenv("FUZZ_DISPATCH");
+    check(!e || px_executor_parse(e, &exec) == 0, "FUZZ_DISPATCH: thread, pool or inline");
+    e = getenv("FUZZ_BACKEND");
+    check(!e || px_backend_parse(e, &backend) == 0, "FUZZ_BACKEND: auto, epoll or io_uring");
+    check(px_loop_create(&loop, &(px_loop_opts){.backend = backend, .executor = exec,
+                                                .sendq_bytes = cfg.sendq}) == 0,
+          "px_loop_create");
+    chat_init(&cfg, loop);
+    pthread_t t;
+    check(pthread_create(&t, NULL, run_loop, NULL) == 0, "pthread_create");
+    pthread_detach(t);
+    return 0;
+}
+
+/* Reads what has arrived, waiting up to TIMEOUT_MS for something; false at the end of
+ * the stream. */
+static bool receive(client *c)
+{
+    if (c->gone)
+        return false;
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+    int n = poll(&p, 1, TIMEOUT_MS);
+    check(n == 1, "the server did not answer within 10 s");
+    if (c->rx_cap - c->rx_len < 4096) {
+        c->rx_cap = c->rx_cap ? c->rx_cap * 2 : 16384;
+        c->rx = realloc(c->rx, c->rx_cap);
+        check(c->rx != NULL, "memory");
+    }
+    ssize_t r = read(c->fd, c->rx + c->rx_len, c->rx_cap - c->rx_len);
+    if (r <= 0) {
+        check(r == 0 || errno == ECONNRESET, "read failed");
+        c->gone = true;
+        return false;
+    }
+    c->rx_len += (size_t)r;
+    return true;
+}
+
+/* Reads until text has arrived (after what earlier waits found) or the stream ends. */
+static bool await(client *c, const char *text)
+{
+    size_t n = strlen(text);
+    for (;;) {
+        const char *hit = c->scan < c->rx_len ? memmem(c->rx + c->scan, c->rx_len - c->scan,
+                                                       text, n)
+                                              : NULL;
+        if (hit) {
+            c->scan = (size_t)(hit - c->rx) + n;
+            return true;
+        }
+        if (!receive(c))
+            return false;
+    }
+}
+
+static void expect_message(client *c, const char *text, size_t len)
+{
+    if (c->nsent == c->sent_cap) {
+        c->sent_cap = c->sent_cap ? c->sent_cap * 2 : 16;
+        c->sent = realloc(c->sent, c->sent_cap * sizeof(*c->sent));
+        check(c->sent != NULL, "memory");
+    }
+    char *m = malloc(len + 1);
+    check(m != NULL, "memory");
+    memcpy(m, text, len);
+    m[len] = '\0';
+    c->sent[c->nsent++] = m;
+}
+
+/* The model: what the server makes of one complete line, as session.c's chat_line. */
+static void model_line(client *c, const char *line, size_t len)
+{
+    char *clean = malloc(CHAT_SANITIZE_MAX(len) + 1);
+    check(clean != NULL, "memory");
+    size_t n = chat_sanitize(line, len, clean);
+    chat_cmd cmd;
+    chat_cmd_parse(clean, n, &cmd);
+    bool blank = true;
+    for (size_t i = 0; i < n && blank; i++)
+        blank = clean[i] == ' ';
+    if (!blank) {
+        if (cmd.kind == CHAT_CMD_MESSAGE) {
+            if (cmd.arg_len)
+                expect_message(c, cmd.arg, cmd.arg_len);
+        } else if (!(cmd.kind == CHAT_CMD_UNKNOWN && cmd.name_len == strlen(c->sync_name) &&
+                     memcmp(cmd.name, c->sync_name, cmd.name_len) == 0)) {
+            c->commands = true;
+        }
+    }
+    free(clean);
+}
+
+/* Sends bytes to the server and feeds them to the model. */
+static void client_write(client *c, const char *p, size_t n)
+{
+    chat_frame_out out = {0};
+    for (size_t at = 0; at < n;) {
+        at += chat_frame_feed(&c->model, p + at, n - at, &out);
+        out.reply_len = 0;
+        if (out.kind == CHAT_FRAME_LINE)
+            model_line(c, out.line, out.len);
+    }
+    chat_framer_trim(&c->model);
+    for (size_t at = 0; at < n && !c->gone;) {
+        ssize_t w = write(c->fd, p + at, n - at);
+        if (w < 0) {
+            check(errno == EPIPE || errno == ECONNRESET, "write failed");
+            return; /* dropped (too slow, or it quit): the read side will see the end */
+        }
+        at += (size_t)w;
+    }
+}
+
+/* One synchronisation round: every client sends a reset and a fresh unknown command,
+ * then waits for the server's answer naming it (or the end of its stream). */
+static void sync_round(client *cl, int k)
+{
+    char awaited[MAX_CLIENTS][64];
+    for (int i = 0; i < k; i++) {
+        char line[64];
+        snprintf(cl[i].sync_name, sizeof(cl[i].sync_name), "zzsync%lu", ++sync_seq);
+        int n = snprintf(line, sizeof(line), "\xff\xf0\xff\xf0\n/%s\n", cl[i].sync_name);
+        client_write(&cl[i], line, (size_t)n);
+        snprintf(awaited[i], sizeof(awaited[i]), "'/%s'", cl[i].sync_name);
+    }
+    for (int i = 0; i < k; i++)
+        (void)await(&cl[i], awaited[i]);
+}
+
+/* The next line a client received, from *pos: skips telnet answers (IAC WILL/WONT/DONT
+ * option) before it and returns its text without CRLF; *whole is false for a last line
+ * cut off with the stream.  False when nothing is left. */
+static bool next_line(const client *c, size_t *pos, const char **text, size_t *len, bool *whole)
+{
+    const unsigned char *p = (const unsigned char *)c->rx;
+    size_t n = c->rx_len, i = *pos;
+    while (i < n && p[i] == 0xFF) {
+        check(i + 2 < n || c->gone, "a telnet answer cut short");
+        if (i + 2 >= n)
+            return false;
+        check(p[i + 1] >= 0xFB && p[i + 1] <= 0xFE, "a telnet answer other than an option");
+        i += 3;
+    }
+    if (i >= n)
+        return false;
+    const unsigned char *lf = memchr(p + i, '\n', n - i);
+    check(lf || c->gone, "a line without its end");
+    *whole = lf != NULL;
+    size_t end = lf ? (size_t)(lf - p) : n;
+    if (lf)
+        check(end > i && p[end - 1] == '\r', "a line not ended by CRLF");
+    *text = c->rx + i;
+    *len = (lf ? end - 1 : end) - i;
+    *pos = lf ? end + 1 : n;
+    return true;
+}
+
+/* Every byte received is a telnet answer between lines or part of a clean CRLF line; a
+ * client that was cut off may end inside a line. */
+static void check_clean(const client *c)
+{
+    const char *text;
+    size_t len, pos = 0;
+    bool whole;
+    while (next_line(c, &pos, &text, &len, &whole)) {
+        const unsigned char *u = (const unsigned char *)text;
+        for (size_t j = 0; j < len;) {
+            uint32_t cp;
+            size_t n = utf8_strict_next(u + j, len - j, &cp);
+            if (!n && !whole)
+                return; /* cut off inside a character */
+            check(n > 0, "invalid UTF-8 sent to a client");
+            check(!utf8_unsafe(cp), "a control or bidi character sent to a client");
+            j += n;
+        }
+    }
+}
+
+/* For a failed delivery check: what was expected and what arrived. */
+static void dump(const client *to, const client *from)
+{
+    fprintf(stderr, "fuzz_session: %s expected from %s:\n", to->nick, from->nick);
+    for (size_t i = 0; i < from->nsent; i++)
+        fprintf(stderr, "    <%s> %s\n", from->nick, from->sent[i]);
+    fprintf(stderr, "fuzz_session: %s received %zu bytes:\n", to->nick, to->rx_len);
+    fwrite(to->rx, 1, to->rx_len, stderr);
+}
+
+/* The messages `to` received from `from`, in order, must be exactly what `from` sent. */
+static void check_delivery(const client *to, const client *from)
+{
+    char prefix[CHAT_NICK_MAX + 4];
+    size_t plen = (size_t)snprintf(prefix, sizeof(prefix), "<%s> ", from->nick);
+    const char *text;
+    size_t len, pos = 0, next = 0;
+    bool whole;
+    while (next_line(to, &pos, &text, &len, &whole)) {
+        if (len < plen || memcmp(text, prefix, plen) != 0)
+            continue;
+        check(to != from, "a message came back to its sender");
+        check(next < from->nsent, "a message was delivered that was never sent (or twice)");
+        const char *want = from->sent[next++];
+        check(strlen(want) == len - plen && memcmp(want, text + plen, len - plen) == 0,
+              "a message arrived changed or out of order");
+    }
+    if (to != from && next != from->nsent) {
+        dump(to, from);
+        dump(from, to);
+        check(0, "a message was lost");
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 1)
+        return 0;
+    int k = 2 + data[0] % (MAX_CLIENTS - 1);
+    client cl[MAX_CLIENTS] = {0};
+    /* Every session of the previous input has gone by now (its clients closed while
+     * libFuzzer prepared this input). */
+    for (int waited = 0; chat_online() > 0; waited++) {
+        check(waited < TIMEOUT_MS * 50, "a session outlived its client by 10 s");
+        nanosleep(&(struct timespec){.tv_nsec = 20000}, NULL);
+    }
+    for (int i = 0; i < k; i++) {
+        int sv[2];
+        check(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0, "socketpair");
+        px_stream *st;
+        check(px_stream_open(loop, &st, sv[0], &chat_session_handlers, NULL,
+                             &(px_stream_opts){.sendq_bytes = cfg.sendq}) == 0,
+              "px_stream_open");
+        cl[i].fd = sv[1];
+        check(chat_framer_init(&cl[i].model, MAX_LINE, true) == 0, "chat_framer_init");
+    }
+    for (int i = 0; i < k; i++) /* in the lobby: it hears the others from now on */
+        check(await(&cl[i], "Type /help for commands.\r\n"), "no welcome");
+    for (size_t pos = 1; pos < size;) {
+        uint8_t step = data[pos++];
+        client *c = &cl[(step & 3) % k];
+        size_t len = (size_t)(step >> 2) + 1;
+        if (len > size - pos)
+            len = size - pos;
+        client_write(c, (const char *)data + pos, len);
+        pos += len;
+    }
+    sync_round(cl, k);
+    sync_round(cl, k);
+    for (int i = 0; i < k; i++) { /* the welcome names the client */
+        static const char welcome[] = "*** Welcome to st_proactor, ";
+        size_t wl = sizeof(welcome) - 1;
+        check(cl[i].rx_len > wl && memcmp(cl[i].rx, welcome, wl) == 0, "no welcome");
+        const char *name = cl[i].rx + wl, *bang = memchr(name, '!', cl[i].rx_len - wl);
+        check(bang && bang - name <= CHAT_NICK_MAX, "no nickname in the welcome");
+        memcpy(cl[i].nick, name, (size_t)(bang - name));
+    }
+
+    bool commands = false, gone = false;
+    for (int i = 0; i < k; i++) {
+        check_clean(&cl[i]);
+        commands |= cl[i].commands;
+        gone |= cl[i].gone;
+    }
+    check(commands || !gone, "a client was cut off though it sent no command");
+    if (!commands) {
+        for (int i = 0; i < k; i++)
+            for (int j = 0; j < k; j++)
+                check_delivery(&cl[i], &cl[j]);
+    }
+
+    for (int i = 0; i < k; i++) {
+        close(cl[i].fd);
+        chat_framer_free(&cl[i].model);
+        free(cl[i].rx);
+        for (size_t m = 0; m < cl[i].nsent; m++)
+            free(cl[i].sent[m]);
+        free(cl[i].sent);
+    }
+    return 0;
+}
