@@ -74,12 +74,16 @@ SERVER_SRCS := $(wildcard src/server/*.c)
 SERVER_MAIN := src/server/main.c
 UNIT_SRCS := $(wildcard tests/unit/*.c)
 INTEG_SRCS := $(wildcard tests/integration/*.c)
+STRESS_SRCS := $(wildcard tests/stress/*.c)
 
 LIB_OBJS := $(LIB_SRCS:src/proactor/%.c=$(OBJ)/proactor/%.o)
 SERVER_OBJS := $(SERVER_SRCS:src/server/%.c=$(OBJ)/server/%.o)
 SERVER_LIB_OBJS := $(filter-out $(SERVER_MAIN:src/server/%.c=$(OBJ)/server/%.o),$(SERVER_OBJS))
 UNIT_OBJS := $(UNIT_SRCS:tests/unit/%.c=$(OBJ)/unit/%.o)
 INTEG_OBJS := $(INTEG_SRCS:tests/integration/%.c=$(OBJ)/integration/%.o)
+STRESS_OBJS := $(STRESS_SRCS:tests/stress/%.c=$(OBJ)/stress/%.o)
+# The stress tests start the server and clients with the integration harness.
+HARNESS_OBJ := $(OBJ)/integration/harness.o
 
 LIB_A := $(OUT)/libproactor.a
 LIB_SO := $(OUT)/libproactor.so
@@ -106,6 +110,9 @@ TEST_BINS += $(BUILD)/unit_tests
 endif
 ifneq ($(INTEG_SRCS),)
 TEST_BINS += $(BUILD)/integration_tests
+endif
+ifneq ($(STRESS_SRCS),)
+TEST_BINS += $(BUILD)/stress_tests
 endif
 
 RESULTS := build/test-results.txt
@@ -147,6 +154,10 @@ $(OBJ)/integration/%.o: tests/integration/%.c $(FLAGS_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(TEST_CFLAGS) -c $< -o $@
 
+$(OBJ)/stress/%.o: tests/stress/%.c $(FLAGS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(TEST_CFLAGS) -c $< -o $@
+
 $(OBJ)/support/%.o: tests/support/%.c $(FLAGS_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(TEST_CFLAGS) -c $< -o $@
@@ -182,7 +193,10 @@ $(BUILD)/integration_tests: $(INTEG_OBJS) $(TEST_SUPPORT_OBJS) $(LIB_A)
 	$(CC) -o $@ $(INTEG_OBJS) $(TEST_SUPPORT_OBJS) -lcriterion $(LIB_A) \
 		$(ALL_LDFLAGS) $(LIB_LDLIBS)
 
--include $(LIB_OBJS:.o=.d) $(SERVER_OBJS:.o=.d) $(UNIT_OBJS:.o=.d) $(INTEG_OBJS:.o=.d) \
+$(BUILD)/stress_tests: $(STRESS_OBJS) $(HARNESS_OBJ) $(TEST_SUPPORT_OBJS)
+	$(CC) -o $@ $(STRESS_OBJS) $(HARNESS_OBJ) $(TEST_SUPPORT_OBJS) -lcriterion $(ALL_LDFLAGS)
+
+-include $(LIB_OBJS:.o=.d) $(SERVER_OBJS:.o=.d) $(UNIT_OBJS:.o=.d) $(INTEG_OBJS:.o=.d) $(STRESS_OBJS:.o=.d) \
 	$(TEST_SUPPORT_OBJS:.o=.d)
 
 # ---------------------------------------------------------------------------

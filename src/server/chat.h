@@ -63,12 +63,15 @@ void chat_set_reason(chat_session *s, const char *reason);
 
 /* room.c */
 /* history: messages kept per room; replayed to a newcomer up to
- * replay_bytes (the newest ones), so a replay never fills its queue. */
-void chat_rooms_init(unsigned history, size_t replay_bytes);
+ * replay_bytes (the newest ones), so a replay never fills its queue.
+ * announce: join and leave notices go out only in rooms of at most this many
+ * members (counting the one joining or leaving). */
+void chat_rooms_init(unsigned history, size_t replay_bytes, unsigned announce);
 void chat_rooms_fini(void);
 /* Enters the room named name (normalised), creating it if needed.  Under
  * the room's lock, when announce is set: s receives "You are in" and the
- * history, the others the join notice; then s becomes a member.  Returns the
+ * history, the others the join notice (in a small enough room); then s
+ * becomes a member.  Returns the
  * room, or NULL when out of memory. */
 chat_room *chat_room_enter(const char *name, chat_session *s, bool announce);
 /* Leaves r; notice (may be NULL) goes to the remaining members. */

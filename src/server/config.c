@@ -40,12 +40,15 @@ static void usage(FILE *f, const char *prog)
             "                         in chat mode, off with --raw; 0 turns it off)\n"
             "      --idle-timeout S   disconnect clients silent for S seconds (default 0: off)\n"
             "      --history N        lines of a room replayed to a new member (default %d)\n"
+            "      --announce-max N   join/leave notices only in rooms of at most N members\n"
+            "                         (default %d; 0: none)\n"
             "  -q, --quiet            log errors only\n"
             "  -v, --verbose          log more, including message text\n"
             "  -h, --help             show this help and exit\n"
             "  -V, --version          show the version and exit\n",
             prog, SRV_DEFAULT_PORT, SRV_DEFAULT_MAX_LINE, SRV_DEFAULT_SENDQ,
-            SRV_DEFAULT_FLOOD_RATE, SRV_DEFAULT_FLOOD_BURST, SRV_DEFAULT_HISTORY);
+            SRV_DEFAULT_FLOOD_RATE, SRV_DEFAULT_FLOOD_BURST, SRV_DEFAULT_HISTORY,
+            SRV_DEFAULT_ANNOUNCE_MAX);
 }
 
 const char *srv_shown(const char *s, char out[SRV_SHOWN_MAX])
@@ -139,10 +142,11 @@ srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *
         .flood_rate = SRV_DEFAULT_FLOOD_RATE,
         .flood_burst = SRV_DEFAULT_FLOOD_BURST,
         .history = SRV_DEFAULT_HISTORY,
+        .announce_max = SRV_DEFAULT_ANNOUNCE_MAX,
     };
     enum {
         OPT_BACKEND = 256, OPT_RAW, OPT_MAX_CLIENTS, OPT_MAX_LINE, OPT_SENDQ, OPT_FLOOD,
-        OPT_IDLE, OPT_HISTORY,
+        OPT_IDLE, OPT_HISTORY, OPT_ANNOUNCE,
     };
     static const struct option longopts[] = {
         {"port", required_argument, NULL, 'p'},
@@ -157,6 +161,7 @@ srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *
         {"flood", required_argument, NULL, OPT_FLOOD},
         {"idle-timeout", required_argument, NULL, OPT_IDLE},
         {"history", required_argument, NULL, OPT_HISTORY},
+        {"announce-max", required_argument, NULL, OPT_ANNOUNCE},
         {"quiet", no_argument, NULL, 'q'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
@@ -247,6 +252,13 @@ srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *
                 return SRV_PARSE_ERROR;
             }
             cfg->history = (unsigned)v;
+            break;
+        case OPT_ANNOUNCE:
+            if (!parse_num(optarg, 0, 100000000, false, &v)) {
+                bad(err, "--announce-max", optarg, "a number of members, 0 for none");
+                return SRV_PARSE_ERROR;
+            }
+            cfg->announce_max = (unsigned)v;
             break;
         case 'q':
             cfg->quiet = true;

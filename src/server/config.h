@@ -15,6 +15,7 @@
 #define SRV_DEFAULT_FLOOD_BURST 40
 #define SRV_DEFAULT_HISTORY 20
 #define SRV_DEFAULT_KEEPALIVE_S 300
+#define SRV_DEFAULT_ANNOUNCE_MAX 100
 
 typedef struct srv_config {
     unsigned port;
@@ -30,6 +31,7 @@ typedef struct srv_config {
     unsigned flood_burst;   /* lines */
     unsigned idle_timeout;  /* seconds; 0: off */
     unsigned history;       /* lines replayed to a room's new member */
+    unsigned announce_max;  /* join/leave notices only in rooms of at most this many */
     bool quiet, verbose;
 } srv_config;
 

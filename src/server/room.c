@@ -29,6 +29,7 @@ static chat_room **table;
 static unsigned table_size, nrooms;
 static unsigned hist_cap;
 static size_t replay_max; /* bytes of history replayed to a newcomer */
+static unsigned announce_max; /* join/leave notices only in rooms this small */
 
 static unsigned name_hash(const char *s)
 {
@@ -38,9 +39,10 @@ static unsigned name_hash(const char *s)
     return h;
 }
 
-void chat_rooms_init(unsigned history, size_t replay_bytes)
+void chat_rooms_init(unsigned history, size_t replay_bytes, unsigned announce)
 {
     hist_cap = history;
+    announce_max = announce;
     replay_max = replay_bytes;
     table_size = 64;
     table = calloc(table_size, sizeof(*table));
@@ -172,7 +174,11 @@ chat_room *chat_room_enter(const char *name, chat_session *s, bool announce)
         }
         for (unsigned i = from; i < r->hist_len; i++)
             chat_send(s, r->hist[(r->hist_head + i) % hist_cap]);
-        px_buf *notice = chat_fmt("*** %s has joined %s.", s->nick, r->name);
+        /* In a big room every join told to every member would cost n^2 sends (and
+         * memory queued to members who do not read): big rooms stay quiet. */
+        px_buf *notice = r->nmembers + 1 <= announce_max
+                             ? chat_fmt("*** %s has joined %s.", s->nick, r->name)
+                             : NULL;
         if (notice) {
             send_all_locked(r, NULL, notice);
             px_buf_release(notice);
@@ -193,7 +199,7 @@ void chat_room_leave(chat_room *r, chat_session *s, px_buf *notice)
         r->members[i] = last;
         last->room_idx = i;
     }
-    if (notice)
+    if (notice && r->nmembers + 1 <= announce_max) /* as for joins */
         send_all_locked(r, NULL, notice);
     if (r->nmembers == 0 && r->cap > 8) {
         free(r->members);

@@ -786,7 +786,7 @@ void chat_init(const srv_config *config, px_loop *loop)
     cfg = config;
     nick_buckets = 256;
     nicks = calloc(nick_buckets, sizeof(*nicks));
-    chat_rooms_init(cfg->raw ? 0 : cfg->history, cfg->sendq / 2);
+    chat_rooms_init(cfg->raw ? 0 : cfg->history, cfg->sendq / 2, cfg->announce_max);
     if (cfg->idle_timeout) {
         uint64_t period = cfg->idle_timeout >= 4 ? 1000 : 250;
         if (px_timer_start(loop, &idle_timer, period, period, idle_check, NULL) != 0)

@@ -7,6 +7,7 @@
 
 #include <signal.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -58,6 +59,7 @@ Test(chat_options, help_mentions_every_option)
     const char *opts[] = {"--port",        "--bind",    "--raw",       "--dispatch",
                           "--threads",     "--backend", "--max-clients", "--max-line",
                           "--sendq",       "--flood",   "--idle-timeout", "--history",
+                          "--announce-max",
                           "--quiet",       "--verbose", "--help",      "--version"};
     for (size_t i = 0; i < sizeof opts / sizeof *opts; i++)
         cr_assert(strstr(out, opts[i]), "--help does not mention %s", opts[i]);
@@ -90,6 +92,7 @@ Test(chat_options, bad_values)
         {"--history", "x"},         {"--history", "-1"},        {"--history", "99999999"},
         {"--max-clients", "-1"},    {"--max-clients", "many"},
         {"--threads", "0"},         {"--threads", "x"},         {"--threads", "-2"},
+        {"--announce-max", "x"},    {"--announce-max", "-1"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         bad_value(cases[i][0], cases[i][1]);
@@ -103,5 +106,28 @@ Test(chat_options, good_values)
                              "--idle-timeout", "0", "--history", "0", "--max-clients", "5",
                              "--threads", "3", NULL),
               "no banner");
+    h_server_stop(&s);
+}
+
+/* --announce-max 2: joins and leaves are told in a room of two, not in a room of three. */
+Test(chat_options, announce_max)
+{
+    h_server s;
+    cr_assert(h_server_start(&s, "--announce-max", "2", NULL));
+    h_proc a, b, c;
+    char na[32], nb[32], nc[32], line[512];
+    cr_assert(h_chat_connect(&s, &a, 1, na, sizeof na));
+    cr_assert(h_chat_connect(&s, &b, 2, nb, sizeof nb));
+    snprintf(line, sizeof line, "*** %s has joined lobby.\r\n", nb);
+    h_expect_line(&a, line);
+    cr_assert(h_chat_connect(&s, &c, 3, nc, sizeof nc)); /* the third: no notice */
+    h_chat_relay((h_proc *const[]){&a, &b, &c}, 3, 2, nc, "quietly here");
+    h_proc_close(&c); /* leaving a room of three: no notice either */
+    cr_assert(h_server_wait_disconnected(&s, 2));
+    h_chat_relay((h_proc *const[]){&a, &b}, 2, 0, na, "still two");
+    h_proc_close(&b); /* a room of two: told */
+    snprintf(line, sizeof line, "*** %s has left (", nb);
+    cr_assert(h_wait_line(&a.out, line, NULL, NULL, 0, H_WAIT_MS), "no leave notice");
+    h_proc_close(&a);
     h_server_stop(&s);
 }
