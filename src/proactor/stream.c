@@ -530,15 +530,13 @@ void px__stream_begin_close(px_stream *s, int cause, bool abortive)
     if (s->state == PX_ST_CLOSING && !abortive)
         return; /* the first close decides, unless this one aborts */
     atomic_store(&s->no_data, true);
-    px_buf **dropped = NULL;
-    unsigned ndropped = 0;
+    /* An abort sends nothing more, but the queue is dropped only in
+     * px__stream_closed: a send still in flight (io_uring) may be reading
+     * the queued buffers until its completion arrives. */
     pthread_mutex_lock(&s->lock);
     s->send_closed = true;
-    if (abortive)
-        ndropped = take_queue_locked(s, &dropped);
     bool empty = s->q_len == 0;
     pthread_mutex_unlock(&s->lock);
-    release_all(dropped, ndropped);
 
     if (s->state == PX_ST_OPEN || abortive)
         s->cause = cause;

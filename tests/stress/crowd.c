@@ -119,6 +119,9 @@ static void member_line(crowd *c, int i, const char *line, size_t len)
 {
     member *m = &c->m[i];
     m->lines++;
+    size_t keep = len < sizeof(m->last) - 1 ? len : sizeof(m->last) - 1;
+    memcpy(m->last, line, keep);
+    m->last[keep] = '\0';
     static const char welcome[] = "*** Welcome to st_proactor, ";
     if (!m->nick[0] && len > sizeof(welcome) - 1 &&
         memcmp(line, welcome, sizeof(welcome) - 1) == 0) {

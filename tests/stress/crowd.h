@@ -24,6 +24,7 @@ typedef struct member {
     size_t rx_len, rx_cap;
     uint64_t lines;  /* complete lines received */
     uint64_t bytes;  /* bytes received */
+    char last[64];   /* the start of the last complete line */
 } member;
 
 /* Called for every complete line a member receives (CRLF stripped) and for every line

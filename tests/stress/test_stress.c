@@ -8,12 +8,16 @@
 #include "crowd.h"
 
 #include <criterion/criterion.h>
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 TestSuite(stress, .fini = h_cleanup, .timeout = 900);
@@ -404,5 +408,389 @@ Test(stress, half_open_connections_are_reclaimed)
     free(g_lat.v);
     crowd_free(&c);
     free(t.next);
+    h_server_stop(&s);
+}
+
+/* ------------------------------------------------------------------------ */
+
+static const char busy_line[] = "*** Server busy, try again later.";
+static long g_busy;
+
+static void on_fd_line(crowd *c, int who, const char *line, size_t len)
+{
+    on_tally_line(c, who, line, len);
+    if (who >= 0 && len == sizeof(busy_line) - 1 && memcmp(line, busy_line, len) == 0)
+        g_busy++;
+}
+
+static bool all_settled(crowd *c)
+{
+    for (int i = 0; i < c->n; i++)
+        if (c->m[i].fd >= 0 && !c->m[i].welcomed && !c->m[i].eof)
+            return false;
+    return true;
+}
+
+/* The server's descriptor limit is pinned low and more clients come than it can hold:
+ * the ones beyond are told the server is busy and closed, the ones inside lose nothing,
+ * and once some leave, newcomers are welcomed again. */
+Test(stress, descriptor_exhaustion)
+{
+    stress_raise_nofile();
+    const int limit = 256, tries = (int)stress_n(400, 2000), npub = 5, per_pub = 20;
+    h_server s;
+    cr_assert(h_server_start_nofile(&s, limit, (const char *const[]){"--port", "0", "--flood",
+                                                                     "0", NULL}));
+    crowd c;
+    tally t;
+    g_busy = 0;
+    tally_init(&t, tries, npub, -1);
+    g_tally = &t;
+    crowd_init(&c, &s, on_fd_line, NULL);
+    for (int i = 0; i < tries; i++)
+        cr_assert(crowd_connect(&c, 0, NULL) == i, "connect %d: %s", i, strerror(errno));
+    cr_assert(crowd_until(&c, all_settled, 60000), "some clients neither welcomed nor refused");
+    int welcomed = 0, refused = 0;
+    for (int i = 0; i < tries; i++) {
+        welcomed += c.m[i].welcomed;
+        refused += !c.m[i].welcomed && c.m[i].eof;
+    }
+    cr_expect(welcomed > limit / 2 && welcomed < limit, "%d welcomed with %d descriptors",
+              welcomed, limit);
+    cr_expect_eq(welcomed + refused, tries);
+    cr_expect_eq(g_busy, refused, "%d refused but %ld told the server is busy", refused, g_busy);
+    /* Close the refused ones: what is left in the crowd are the members inside. */
+    for (int i = 0; i < tries; i++)
+        if (!c.m[i].welcomed)
+            crowd_close(&c, i, false);
+
+    /* Publishers among the first welcomed; everyone inside must get every line. */
+    for (int p = 1; p <= npub; p++)
+        cr_assert(c.m[p].welcomed, "client %d was refused", p);
+    for (; t.sent < per_pub; t.sent++)
+        for (int p = 1; p <= npub; p++) {
+            char line[64];
+            int len = snprintf(line, sizeof(line), "m %d %ld\n", p, t.sent);
+            cr_assert(crowd_send(&c, p, line, (size_t)len));
+        }
+    cr_assert(crowd_until(&c, caught_up, 30000), "%ld lines missing", tally_missing(&t, &c));
+    long lost = tally_missing(&t, &c);
+
+    /* Service resumes: close 100 inside, then 100 newcomers are all welcomed. */
+    int closed = 0;
+    for (int i = tries - 1; i > npub && closed < 100; i--)
+        if (c.m[i].fd >= 0) {
+            crowd_close(&c, i, false);
+            closed++;
+        }
+    int first_new = c.n, again = 0;
+    long long by = h_now_ms() + 30000;
+    while (again < closed && h_now_ms() < by) {
+        int i = crowd_connect(&c, 0, NULL);
+        cr_assert(i >= 0);
+        crowd_wait_welcomed(&c, i, H_WAIT_MS); /* or refused: not all were closed yet */
+        if (c.m[i].welcomed)
+            again++;
+        else
+            crowd_close(&c, i, false);
+    }
+    cr_expect_eq(again, closed, "only %d of %d newcomers welcomed after clients left", again,
+                 closed);
+    stress_report("fd_exhaustion", "descriptor limit %d: %d clients tried, %d welcomed, %d "
+                  "refused as busy; %d publishers x %d lines inside, %ld lost; %d newcomers "
+                  "welcomed after %d left (%lld tries); server peak RSS %ld KiB",
+                  limit, tries, welcomed, refused, npub, per_pub, lost, again, closed,
+                  (long long)(c.n - first_new), server_hwm_kib(&s));
+    crowd_free(&c);
+    free(t.next);
+    h_server_stop(&s);
+}
+
+/* ------------------------------------------------------------------------ */
+
+static long g_leaked; /* lines holding text that was never completed */
+
+static void on_vanish_line(crowd *c, int who, const char *line, size_t len)
+{
+    on_tally_line(c, who, line, len);
+    if (who >= 0 && memmem(line, len, "never-finished", 14))
+        g_leaked++;
+}
+
+/* Clients that vanish in the middle of a line (closing or resetting the connection,
+ * inside a UTF-8 character or a telnet command), while three clients chat: nothing of
+ * the unfinished lines reaches anyone, the chat loses nothing, and the server ends
+ * with only the chatters and no more memory. */
+Test(stress, clients_vanish_mid_line)
+{
+    stress_raise_nofile();
+    const int rounds = (int)stress_n(2000, 50000), nchat = 3;
+    h_server s;
+    cr_assert(h_server_start(&s, "--flood", "0", "-q", NULL), "no banner");
+    crowd c;
+    tally t;
+    tally_init(&t, nchat, nchat - 1, -1);
+    g_tally = &t;
+    g_leaked = 0;
+    crowd_init(&c, &s, on_vanish_line, NULL);
+    for (int i = 0; i < nchat; i++)
+        cr_assert(crowd_connect(&c, 0, NULL) == i);
+    cr_assert(crowd_wait_welcomed(&c, 0, 30000));
+    static const char *const tails[] = {
+        "never-finished line", "never-finished \xe2\x82", "never-finished \xff\xfa\x18",
+        "never-finished \x1b[", "never-finished \xff",
+    };
+    long rss_start = server_rss_kib(&s), rss_warm = 0;
+    long long start = h_now_ms();
+    for (int r = 0; r < rounds; r++) {
+        if (r == rounds / 2) /* by then the server's memory has reached its working size */
+            rss_warm = server_rss_kib(&s);
+        int i = crowd_connect(&c, 0, NULL);
+        cr_assert(i >= 0, "round %d: %s", r, strerror(errno));
+        const char *tail = tails[r % 5];
+        cr_assert(crowd_send(&c, i, tail, strlen(tail)));
+        crowd_close(&c, i, r % 2 == 0);
+        if (r % 20 == 0) {
+            for (int p = 1; p < nchat; p++) {
+                char line[64];
+                int len = snprintf(line, sizeof(line), "m %d %ld\n", p, t.sent);
+                cr_assert(crowd_send(&c, p, line, (size_t)len), "chatter %d cut off", p);
+            }
+            t.sent++;
+            /* Paced by the chat: at most 20 vanishing clients in flight. */
+            cr_assert(crowd_until(&c, caught_up, 30000), "%ld lines missing",
+                      tally_missing(&t, &c));
+        }
+        crowd_pump(&c, 0);
+    }
+    cr_assert(crowd_until(&c, caught_up, 30000), "%ld lines missing", tally_missing(&t, &c));
+    long lost = tally_missing(&t, &c);
+    /* Only the chatters are left: a newcomer is told it makes nchat + 1. */
+    char want[64];
+    snprintf(want, sizeof(want), "! %d users online.", nchat + 1);
+    bool alone = false;
+    long long by = h_now_ms() + H_WAIT_MS;
+    while (!alone && h_now_ms() < by) {
+        h_proc p;
+        char line[512];
+        cr_assert(h_tcp_connect(&p, "127.0.0.1", s.port));
+        alone = h_read_line(&p.out, line, sizeof(line), H_WAIT_MS) > 0 && strstr(line, want);
+        h_proc_close(&p);
+        crowd_pump(&c, 20);
+    }
+    long rss_end = server_rss_kib(&s);
+    cr_expect(alone, "the sessions of vanished clients are still there");
+    cr_expect_eq(g_leaked, 0, "%ld lines of unfinished text were relayed", g_leaked);
+    cr_expect_eq(lost, 0, "%ld chat lines lost", lost);
+    cr_expect(rss_end <= rss_warm + rss_warm / 4 + 1024,
+              "server RSS grew from %ld to %ld KiB", rss_warm, rss_end);
+    stress_report("vanish", "%d clients vanished mid-line (half reset) in %.1f s while %d chat; "
+                  "%ld chat lines, %ld lost, %ld unfinished lines relayed; server RSS %ld KiB at "
+                  "start, %ld half way, %ld at the end",
+                  rounds, (double)(h_now_ms() - start) / 1000.0, nchat, t.deliveries, lost,
+                  g_leaked, rss_start, rss_warm, rss_end);
+    crowd_free(&c);
+    free(t.next);
+    h_server_stop(&s);
+}
+
+/* ------------------------------------------------------------------------ */
+
+static const char shutdown_line[] = "*** Server shutting down.";
+
+/* Every client publishes as fast as the server reads while the server gets SIGTERM.
+ * Every line the server accepted reaches every client still connected: for each
+ * publisher, every other client ends with the same unbroken run of its lines, then the
+ * shutdown notice; and the server exits 0. */
+Test(stress, sigterm_under_load)
+{
+    const int n = (int)stress_n(20, 100);
+    const long long load_ms = stress_n(1000, 5000);
+    h_server s;
+    cr_assert(h_server_start(&s, "--flood", "0", "-q", NULL), "no banner");
+    crowd c;
+    tally t;
+    tally_init(&t, n, n - 1, -1); /* publishers 1..n-1; member 0 only listens */
+    g_tally = &t;
+    crowd_init(&c, &s, on_tally_line, NULL);
+    for (int i = 0; i < n; i++)
+        cr_assert(crowd_connect(&c, 0, NULL) == i);
+    cr_assert(crowd_wait_welcomed(&c, 0, 30000));
+
+    /* Per publisher: the line being written and how much of it is out. */
+    long *next = calloc((size_t)n, sizeof(long));
+    char (*out)[64] = calloc((size_t)n, 64);
+    size_t *out_len = calloc((size_t)n, sizeof(size_t)), *out_off = calloc((size_t)n, sizeof(size_t));
+    cr_assert(next && out && out_len && out_off);
+    long long start = h_now_ms(), by = start + load_ms + 30000;
+    bool signalled = false;
+    int open = n;
+    while (open > 0 && h_now_ms() < by) {
+        for (int p = 1; p < n; p++) {
+            member *m = &c.m[p];
+            if (m->fd < 0 || m->eof)
+                continue;
+            for (int burst = 0; burst < 8; burst++) {
+                if (out_off[p] == out_len[p]) {
+                    out_len[p] = (size_t)snprintf(out[p], 64, "m %d %ld\n", p, next[p]++);
+                    out_off[p] = 0;
+                }
+                ssize_t w = send(m->fd, out[p] + out_off[p], out_len[p] - out_off[p],
+                                 MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (w <= 0)
+                    break; /* full, or closed by the server: the read side will tell */
+                out_off[p] += (size_t)w;
+            }
+        }
+        if (!signalled && h_now_ms() >= start + load_ms) {
+            cr_assert_eq(kill(s.proc.pid, SIGTERM), 0);
+            signalled = true;
+        }
+        crowd_pump(&c, 1);
+        open = 0;
+        for (int i = 0; i < n; i++)
+            open += !c.m[i].eof;
+    }
+    cr_assert(signalled);
+    cr_assert_eq(open, 0, "%d clients still connected 30 s after SIGTERM", open);
+    bool exited = h_proc_wait(&s.proc, H_WAIT_MS);
+    cr_assert(exited, "the server did not exit after SIGTERM");
+    cr_expect(WIFEXITED(s.proc.status) && WEXITSTATUS(s.proc.status) == 0,
+              "the server exited with status %d", s.proc.status);
+    /* Same unbroken run of every publisher's lines at every other client. */
+    long accepted = 0, unequal = 0;
+    for (int p = 1; p < n; p++) {
+        long want = -1;
+        for (int r = 0; r < n; r++) {
+            if (r == p)
+                continue;
+            long got = t.next[(size_t)r * (size_t)(n - 1) + (size_t)(p - 1)];
+            if (want < 0)
+                want = got;
+            else if (got != want)
+                unequal++;
+        }
+        accepted += want;
+    }
+    int told = 0;
+    for (int i = 0; i < n; i++)
+        told += c.m[i].rx_len == 0 && strcmp(c.m[i].last, shutdown_line) == 0;
+    cr_expect_eq(t.disorder, 0, "%ld gaps or reorderings", t.disorder);
+    cr_expect_eq(unequal, 0, "%ld (publisher, client) pairs saw a different number of lines",
+                 unequal);
+    cr_expect_eq(told, n, "only %d of %d clients got the shutdown notice last", told, n);
+    stress_report("sigterm", "%d clients publishing, SIGTERM after %lld ms: %ld lines accepted, "
+                  "each delivered to all %d others (%ld deliveries), %ld mismatches, %ld gaps; "
+                  "exit status %d", n, load_ms, accepted, n - 1, t.deliveries, unequal,
+                  t.disorder, WIFEXITED(s.proc.status) ? WEXITSTATUS(s.proc.status) : -1);
+    free(next);
+    free(out);
+    free(out_len);
+    free(out_off);
+    crowd_free(&c);
+    free(t.next);
+    h_proc_close(&s.proc);
+}
+
+/* ------------------------------------------------------------------------ */
+
+/* Connects to the server from src_ip (spreading connections over 127.0.0.0/8 so that
+ * closed connections waiting in TIME_WAIT never exhaust the ports of one address). */
+static int churn_connect(int port, unsigned k)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+    struct sockaddr_in src = {.sin_family = AF_INET,
+                              .sin_addr.s_addr = htonl(0x7F000000u | (2 + k % 250) << 8 | 1)};
+    struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                              .sin_addr.s_addr = htonl(0x7F000001u)};
+    if (bind(fd, (struct sockaddr *)&src, sizeof(src)) != 0 ||
+        connect(fd, (struct sockaddr *)&dst, sizeof(dst)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Reads until the welcome's end ("commands.\r\n") or timeout; true when it came. */
+static bool churn_welcome(int fd)
+{
+    char buf[1024];
+    size_t len = 0;
+    long long by = h_now_ms() + H_WAIT_MS;
+    while (h_now_ms() < by && len < sizeof(buf) - 1) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        ssize_t r = read(fd, buf + len, sizeof(buf) - 1 - len);
+        if (r <= 0)
+            return false;
+        len += (size_t)r;
+        buf[len] = '\0';
+        if (strstr(buf, "commands.\r\n"))
+            return true;
+    }
+    return false;
+}
+
+/* Clients connect and leave, over and over (after the welcome, at once, or with a
+ * reset): the server's memory stays flat and it still serves afterwards. */
+Test(stress, connect_disconnect_churn)
+{
+    const long total = stress_n(20000, 1000000);
+    h_server s;
+    cr_assert(h_server_start(&s, "-q", NULL), "no banner");
+    long rss_start = server_rss_kib(&s), rss_warm = 0, welcomed = 0, failed = 0;
+    long long start = h_now_ms();
+    for (long k = 0; k < total; k++) {
+        if (k == total / 10)
+            rss_warm = server_rss_kib(&s);
+        int fd = churn_connect(s.port, (unsigned)k);
+        if (fd < 0) {
+            failed++;
+            cr_assert(failed < 100, "connect failed %ld times (last: %s)", failed, strerror(errno));
+            continue;
+        }
+        switch (k % 3) {
+        case 0: /* reads the welcome, then leaves */
+            welcomed += churn_welcome(fd);
+            break;
+        case 1: /* leaves at once */
+            break;
+        case 2: { /* resets */
+            struct linger lg = {.l_onoff = 1, .l_linger = 0};
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+            break;
+        }
+        }
+        close(fd);
+    }
+    long long took = h_now_ms() - start;
+    /* Everyone has gone: a newcomer is alone. */
+    bool alone = false;
+    long long by = h_now_ms() + 30000;
+    while (!alone && h_now_ms() < by) {
+        h_proc p;
+        char line[512];
+        cr_assert(h_tcp_connect(&p, "127.0.0.1", s.port));
+        alone = h_read_line(&p.out, line, sizeof(line), H_WAIT_MS) > 0 &&
+                strstr(line, "! 1 user online.");
+        h_proc_close(&p);
+        if (!alone)
+            usleep(20000);
+    }
+    long rss_end = server_rss_kib(&s), hwm = server_hwm_kib(&s);
+    cr_expect(alone, "sessions of departed clients are still there");
+    cr_expect_eq(welcomed, (total + 2) / 3, "%ld of %ld welcomes came", welcomed, (total + 2) / 3);
+    cr_expect(rss_end <= rss_warm + rss_warm / 4 + 1024, "server RSS grew from %ld to %ld KiB",
+              rss_warm, rss_end);
+    stress_report("churn", "%ld connections opened and closed (a third after the welcome, a "
+                  "third at once, a third reset) in %.1f s (%.0f/s), %ld failed; server RSS %ld "
+                  "KiB at start, %ld after 10%%, %ld at the end, peak %ld",
+                  total, (double)took / 1000.0, (double)total * 1000.0 / (double)(took ? took : 1),
+                  failed, rss_start, rss_warm, rss_end, hwm);
     h_server_stop(&s);
 }
