@@ -15,6 +15,8 @@
 #   make bench-quick           a one-minute subset of make bench
 #   make bench-backends        epoll and io_uring side by side (tools/bench-backends.sh)
 #   make fuzz, make fuzz-run SECONDS=N   libFuzzer targets: parsers, options, sessions
+#   make stress                the long fault, load and abuse tests (tests/stress/)
+#   make valgrind              the integration tests with the server under memcheck
 #   make clean                 remove everything the build made
 #
 # Variables: CC (gcc; CC=clang works), SANITIZE (empty|address|thread), WERROR (1 adds
@@ -254,6 +256,48 @@ build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $$(FUZZ_SRCS_$$*) $(wildcard src/server/*
 fuzz-run: fuzz
 	@scripts/fuzz-run.sh $(SECONDS) $(FUZZ_TARGETS)
 
+# The long stress tests (tests/stress/, and the thread-race test of tests/unit/test_races.c)
+# on the release build, both backends, one test at a time; the figures are collected in
+# build/stress-report.txt.  About 15 minutes.
+STRESS_RESULTS := build/stress-results.txt
+.PHONY: stress
+stress:
+	@scripts/deps.sh
+	@$(MAKE) --no-print-directory SANITIZE= all tests
+	@rm -f $(STRESS_RESULTS) build/stress-report.txt
+	@for b in $(TEST_BACKENDS); do \
+		TEST_JOBS=1 TEST_BINARY_TIMEOUT=3600 TEST_RESULTS=$(STRESS_RESULTS) \
+			scripts/run-tests.sh "stress $$b" build/release/stress_tests \
+			ST_STRESS=long ST_PROACTOR="$(CURDIR)/st_proactor" ST_BACKEND=$$b \
+			ST_STRESS_REPORT=$(CURDIR)/build/stress-report.txt; \
+		TEST_JOBS=1 TEST_BINARY_TIMEOUT=3600 TEST_RESULTS=$(STRESS_RESULTS) \
+			scripts/run-tests.sh "races $$b" build/release/unit_tests 'CRITERION_TEST_PATTERN=races/*' \
+			ST_STRESS=long PX_TEST_BACKEND=$$b; \
+	done; \
+	echo "==== figures (build/stress-report.txt)"; cat build/stress-report.txt; \
+	awk -F'\t' '{ p += $$2; f += $$3 } END { print p " passed, " f " failed"; exit (f > 0) }' \
+		$(STRESS_RESULTS)
+
+# The integration tests with the server under Valgrind memcheck (scripts/valgrind-server.sh):
+# epoll backend (Valgrind does not follow io_uring's shared memory), sanitizer-free release
+# build; any memcheck error or leak fails the test whose server had it.  Reports in
+# build/valgrind/.
+.PHONY: valgrind
+valgrind:
+	@scripts/deps.sh valgrind
+	@$(MAKE) --no-print-directory SANITIZE= all tests
+	@rm -rf build/valgrind $(VALGRIND_RESULTS) && mkdir -p build/valgrind
+	@TEST_JOBS=1 TEST_RESULTS=$(VALGRIND_RESULTS) scripts/run-tests.sh "valgrind integration" \
+		build/release/integration_tests ST_PROACTOR="$(CURDIR)/scripts/valgrind-server.sh" \
+		ST_BACKEND=epoll ST_TEST_SLOW=1 VALGRIND_LOGS="$(CURDIR)/build/valgrind"; \
+	rc=$$?; \
+	runs=$$(ls build/valgrind | wc -l); \
+	bad=$$(grep -l . build/valgrind/*.log 2>/dev/null | wc -l); \
+	echo "valgrind: $$runs server runs, $$bad with a memcheck report"; \
+	for f in $$(grep -l . build/valgrind/*.log 2>/dev/null); do echo "== $$f"; head -n 40 $$f; done; \
+	[ $$rc -eq 0 ] && [ $$bad -eq 0 ]
+VALGRIND_RESULTS := build/valgrind-results.txt
+
 # Both backends side by side (fan-out and idle memory), in one run.
 .PHONY: bench-backends
 bench-backends:
@@ -283,7 +327,7 @@ run:
 # the exported symbols (release), run its test binaries; then one total line.
 test:
 	@scripts/deps.sh
-	@mkdir -p build && rm -f $(RESULTS)
+	@mkdir -p build && rm -f $(RESULTS) build/stress-report.txt
 	@for v in $(TEST_VARIANTS); do \
 		case $$v in \
 		release) san= dir=build/release out=. ;; \
@@ -312,6 +356,11 @@ test:
 			TEST_RESULTS=$(RESULTS) scripts/run-tests.sh $$noaslr "$$v $$b integration" \
 				$$dir/integration_tests ST_PROACTOR="$(CURDIR)/$$out/st_proactor" ST_BACKEND=$$b; \
 		else echo "[$$v integration] no tests in tests/integration/"; fi; \
+		if [ -x $$dir/stress_tests ] && [ $$v != thread ]; then \
+			TEST_JOBS=1 TEST_RESULTS=$(RESULTS) scripts/run-tests.sh "$$v $$b stress" \
+				$$dir/stress_tests ST_PROACTOR="$(CURDIR)/$$out/st_proactor" ST_BACKEND=$$b \
+				ST_STRESS_REPORT=$(CURDIR)/build/stress-report.txt; \
+		fi; \
 		done; \
 	done; \
 	echo "==== fuzz: each target for $(TEST_FUZZ_SECONDS) s"; \

@@ -275,6 +275,8 @@ PX_API int px_stream_peer(const px_stream *s, char *buf, size_t len);
 /* ------------------------------------------------------------------------ */
 /* Listeners                                                                 */
 
+#define PX_KEEPALIVE_MAX 32767
+
 typedef struct px_listen_opts {
     const char *host;   /* NULL or "": every address, IPv6 and IPv4 (falls
                            back to IPv4 only where IPv6 is off); else a
@@ -286,7 +288,8 @@ typedef struct px_listen_opts {
     px_stream_opts stream_opts;
     /* TCP keepalive for accepted sockets: first probe after keepalive_s idle
      * seconds, so peers that vanished without a FIN or RST are noticed.
-     * 0: the system default (usually off). */
+     * 0: the system default (usually off).  At most PX_KEEPALIVE_MAX (Linux's
+     * limit), else px_listen fails with -EINVAL. */
     unsigned keepalive_s;
     /* Written (best effort, without blocking) to a connection shed for want
      * of descriptors, just before it is closed.  May be NULL. */

@@ -33,6 +33,9 @@ if [ "${1:-}" = fuzz ]; then    # clang and its libFuzzer/sanitizer runtimes
         need_pkg "libclang-rt-$(clang -dumpversion | cut -d. -f1)-dev"
     fi
 fi
+if [ "${1:-}" = valgrind ]; then
+    need_cmd valgrind valgrind
+fi
 if [ "${1:-}" = bench ]; then   # the servers make bench runs beside st_proactor
     need_cmd redis-server redis-server
     need_cmd nats-server nats-server

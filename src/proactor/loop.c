@@ -7,6 +7,7 @@
 #include "backend.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -300,7 +301,7 @@ int px_loop_create(px_loop **out, const px_loop_opts *opts)
         return -EINVAL;
     px_loop_opts o = opts ? *opts : (px_loop_opts){0};
     if ((unsigned)o.backend > PX_BACKEND_IO_URING || (unsigned)o.executor > PX_EXEC_INLINE ||
-        o.threads > PX_MAX_THREADS)
+        o.threads > PX_MAX_THREADS || o.recv_bytes > (size_t)INT_MAX)
         return -EINVAL;
     if (!o.sendq_bytes)
         o.sendq_bytes = PX_DEFAULT_SENDQ;

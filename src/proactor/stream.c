@@ -8,6 +8,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -390,6 +391,10 @@ int px_stream_send(px_stream *s, px_buf *buf)
         return PX_ESENDQ;
     }
     if (s->q_len == s->q_cap) {
+        if (s->q_cap > UINT_MAX / 2 / sizeof(px_buf *)) {
+            pthread_mutex_unlock(&s->lock);
+            return PX_ESENDQ; /* more entries than memory could ever hold */
+        }
         unsigned cap = s->q_cap ? s->q_cap * 2 : 4;
         px_buf **q = malloc(cap * sizeof(*q));
         if (!q) {
@@ -684,7 +689,7 @@ static void listener_close_cb(void *arg) { px__listener_shutdown(arg); }
 int px_listen(px_loop *loop, px_listener **out, const px_listen_opts *opts)
 {
     if (!loop || !out || !opts || !opts->handlers.on_data || !opts->handlers.on_close ||
-        opts->backlog < 0)
+        opts->backlog < 0 || opts->keepalive_s > PX_KEEPALIVE_MAX)
         return -EINVAL;
     px_listener *l = calloc(1, sizeof(*l));
     if (!l)

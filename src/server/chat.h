@@ -45,7 +45,8 @@ typedef struct chat_session {
 
 /* session.c */
 extern const px_stream_handlers chat_session_handlers;
-void chat_init(const srv_config *cfg, px_loop *loop);
+/* Returns 0, or -ENOMEM. */
+int chat_init(const srv_config *cfg, px_loop *loop);
 unsigned chat_online(void);
 /* Tells every client the server is going, closes them gracefully and has
  * px_loop_stop(loop) called when the last one has gone.  Returns how many

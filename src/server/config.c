@@ -42,13 +42,17 @@ static void usage(FILE *f, const char *prog)
             "      --history N        lines of a room replayed to a new member (default %d)\n"
             "      --announce-max N   join/leave notices only in rooms of at most N members\n"
             "                         (default %d; 0: none)\n"
+            "      --keepalive S      TCP keepalive probes after S seconds of silence, so\n"
+            "                         vanished peers are noticed (default %d; 0: off)\n"
+            "      --shutdown-wait MS at SIGINT/SIGTERM, time queued output may take to\n"
+            "                         reach clients (default %d)\n"
             "  -q, --quiet            log errors only\n"
             "  -v, --verbose          log more, including message text\n"
             "  -h, --help             show this help and exit\n"
             "  -V, --version          show the version and exit\n",
             prog, SRV_DEFAULT_PORT, SRV_DEFAULT_MAX_LINE, SRV_DEFAULT_SENDQ,
             SRV_DEFAULT_FLOOD_RATE, SRV_DEFAULT_FLOOD_BURST, SRV_DEFAULT_HISTORY,
-            SRV_DEFAULT_ANNOUNCE_MAX);
+            SRV_DEFAULT_ANNOUNCE_MAX, SRV_DEFAULT_KEEPALIVE_S, SRV_DEFAULT_SHUTDOWN_WAIT_MS);
 }
 
 const char *srv_shown(const char *s, char out[SRV_SHOWN_MAX])
@@ -143,10 +147,12 @@ srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *
         .flood_burst = SRV_DEFAULT_FLOOD_BURST,
         .history = SRV_DEFAULT_HISTORY,
         .announce_max = SRV_DEFAULT_ANNOUNCE_MAX,
+        .keepalive = SRV_DEFAULT_KEEPALIVE_S,
+        .shutdown_wait = SRV_DEFAULT_SHUTDOWN_WAIT_MS,
     };
     enum {
         OPT_BACKEND = 256, OPT_RAW, OPT_MAX_CLIENTS, OPT_MAX_LINE, OPT_SENDQ, OPT_FLOOD,
-        OPT_IDLE, OPT_HISTORY, OPT_ANNOUNCE,
+        OPT_IDLE, OPT_HISTORY, OPT_ANNOUNCE, OPT_KEEPALIVE, OPT_SHUTDOWN_WAIT,
     };
     static const struct option longopts[] = {
         {"port", required_argument, NULL, 'p'},
@@ -162,6 +168,8 @@ srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *
         {"idle-timeout", required_argument, NULL, OPT_IDLE},
         {"history", required_argument, NULL, OPT_HISTORY},
         {"announce-max", required_argument, NULL, OPT_ANNOUNCE},
+        {"keepalive", required_argument, NULL, OPT_KEEPALIVE},
+        {"shutdown-wait", required_argument, NULL, OPT_SHUTDOWN_WAIT},
         {"quiet", no_argument, NULL, 'q'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
@@ -228,8 +236,8 @@ srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *
             cfg->max_line = (size_t)v;
             break;
         case OPT_SENDQ:
-            if (!parse_num(optarg, 1024, (unsigned long long)SIZE_MAX / 2, true, &v)) {
-                bad(err, "--sendq", optarg, "at least 1024 bytes, e.g. 256K or 4M");
+            if (!parse_num(optarg, 1024, 1ull << 30, true, &v)) {
+                bad(err, "--sendq", optarg, "1024 bytes to 1G, e.g. 256K or 4M");
                 return SRV_PARSE_ERROR;
             }
             cfg->sendq = (size_t)v;
@@ -259,6 +267,20 @@ srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *
                 return SRV_PARSE_ERROR;
             }
             cfg->announce_max = (unsigned)v;
+            break;
+        case OPT_KEEPALIVE:
+            if (!parse_num(optarg, 0, 32767, false, &v)) {
+                bad(err, "--keepalive", optarg, "seconds up to 32767, 0 for off");
+                return SRV_PARSE_ERROR;
+            }
+            cfg->keepalive = (unsigned)v;
+            break;
+        case OPT_SHUTDOWN_WAIT:
+            if (!parse_num(optarg, 0, 600000, false, &v)) {
+                bad(err, "--shutdown-wait", optarg, "milliseconds up to 600000");
+                return SRV_PARSE_ERROR;
+            }
+            cfg->shutdown_wait = (unsigned)v;
             break;
         case 'q':
             cfg->quiet = true;

@@ -16,6 +16,7 @@
 #define SRV_DEFAULT_HISTORY 20
 #define SRV_DEFAULT_KEEPALIVE_S 300
 #define SRV_DEFAULT_ANNOUNCE_MAX 100
+#define SRV_DEFAULT_SHUTDOWN_WAIT_MS 2000
 
 typedef struct srv_config {
     unsigned port;
@@ -32,6 +33,8 @@ typedef struct srv_config {
     unsigned idle_timeout;  /* seconds; 0: off */
     unsigned history;       /* lines replayed to a room's new member */
     unsigned announce_max;  /* join/leave notices only in rooms of at most this many */
+    unsigned keepalive;     /* seconds of silence before TCP keepalive probes; 0: off */
+    unsigned shutdown_wait; /* ms queued output may take to drain at shutdown */
     bool quiet, verbose;
 } srv_config;
 

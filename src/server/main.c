@@ -15,8 +15,6 @@
 #include <string.h>
 #include <sys/resource.h>
 
-/* How long a shutdown waits for clients to take what is queued for them. */
-#define SRV_SHUTDOWN_MS 2000
 
 static px_loop *the_loop;
 
@@ -122,7 +120,12 @@ int main(int argc, char **argv)
             px_loop_threads(the_loop));
 
     px_listener *listener;
-    chat_init(&cfg, the_loop);
+    if (chat_init(&cfg, the_loop) != 0) {
+        fprintf(stderr, "st_proactor: cannot start: out of memory\n");
+        px_loop_destroy(the_loop);
+        chat_fini();
+        return 1;
+    }
     static const char busy[] = "*** Server busy, try again later.\r\n";
     rc = px_listen(the_loop, &listener,
                    &(px_listen_opts){
@@ -130,7 +133,7 @@ int main(int argc, char **argv)
                        .port = (uint16_t)cfg.port,
                        .handlers = chat_session_handlers,
                        .stream_opts = {.sendq_bytes = cfg.sendq},
-                       .keepalive_s = SRV_DEFAULT_KEEPALIVE_S,
+                       .keepalive_s = cfg.keepalive,
                        .busy_msg = cfg.raw ? NULL : busy,
                        .busy_len = cfg.raw ? 0 : sizeof(busy) - 1,
                        .on_accept_error = on_accept_error,
@@ -169,7 +172,7 @@ int main(int argc, char **argv)
         /* Let queued lines reach their readers, for a bounded time: the loop
          * stops when the last client has gone, or when this timer fires. */
         px_timer *deadline;
-        if (px_timer_start(the_loop, &deadline, SRV_SHUTDOWN_MS, 0, stop_loop, the_loop) == 0) {
+        if (px_timer_start(the_loop, &deadline, cfg.shutdown_wait, 0, stop_loop, the_loop) == 0) {
             px_loop_run(the_loop);
             px_timer_cancel(deadline);
         }

@@ -143,8 +143,11 @@ static chat_frame_kind data_telnet(chat_framer *f, uint8_t c, chat_frame_out *ou
 static chat_frame_kind data_raw(chat_framer *f, uint8_t c, chat_frame_out *out)
 {
     if (c == '\n') {
-        if (!f->discarding && !push(f, '\n'))
-            return too_long(f);
+        if (!f->discarding && !push(f, '\n')) {
+            too_long(f); /* no memory for the terminator: this line is lost... */
+            f->discarding = false; /* ...but not the next one */
+            return CHAT_FRAME_TOO_LONG;
+        }
         return line_end(f, out);
     }
     if (f->discarding)

@@ -22,6 +22,7 @@ struct chat_room {
     unsigned nmembers, cap;
     px_buf **hist; /* ring of the last hist_cap messages */
     unsigned hist_head, hist_len;
+    size_t hist_bytes; /* in the ring: at most replay_max, the newest kept */
 };
 
 static pthread_mutex_t rooms_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -215,12 +216,21 @@ void chat_room_send(chat_room *r, chat_session *from, px_buf *msg, bool history)
     pthread_mutex_lock(&r->lock);
     send_all_locked(r, from, msg);
     if (history && hist_cap) {
-        if (r->hist_len == hist_cap) {
+        if (r->hist_len == hist_cap) { /* the oldest makes room */
+            r->hist_bytes -= px_buf_len(r->hist[r->hist_head]);
             px_buf_release(r->hist[r->hist_head]);
-            r->hist[r->hist_head] = px_buf_retain(msg);
             r->hist_head = (r->hist_head + 1) % hist_cap;
-        } else {
-            r->hist[(r->hist_head + r->hist_len++) % hist_cap] = px_buf_retain(msg);
+            r->hist_len--;
+        }
+        r->hist[(r->hist_head + r->hist_len++) % hist_cap] = px_buf_retain(msg);
+        r->hist_bytes += px_buf_len(msg);
+        /* Bytes bound it too: no more is kept than a replay could use, so long
+         * lines in many rooms cannot pile up memory. */
+        while (r->hist_bytes > replay_max && r->hist_len > 0) {
+            r->hist_bytes -= px_buf_len(r->hist[r->hist_head]);
+            px_buf_release(r->hist[r->hist_head]);
+            r->hist_head = (r->hist_head + 1) % hist_cap;
+            r->hist_len--;
         }
     }
     pthread_mutex_unlock(&r->lock);

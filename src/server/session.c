@@ -8,6 +8,7 @@
 
 #include "log.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -256,15 +257,18 @@ unsigned chat_online(void)
 }
 
 /* Retains the streams of every session (or of those idle since before
- * idle_before, when it is non-zero) into a new array, and gives each the
- * reason it is about to leave.  The reason is set here, under the lock,
- * because a session may close and be freed once the lock is released. */
-static px_stream **collect(uint64_t idle_before, const char *reason, unsigned *count)
+ * idle_before, when it is non-zero), at most max of them, into a new array,
+ * and gives each the reason it is about to leave.  The reason is set here,
+ * under the lock, because a session may close and be freed once the lock is
+ * released. */
+static px_stream **collect(uint64_t idle_before, const char *reason, unsigned max,
+                           unsigned *count)
 {
     pthread_mutex_lock(&registry_lock);
-    px_stream **out = malloc((nsessions ? nsessions : 1) * sizeof(*out));
+    unsigned cap = nsessions < max ? nsessions : max;
+    px_stream **out = malloc((cap ? cap : 1) * sizeof(*out));
     unsigned n = 0;
-    for (chat_session *s = sessions; out && s; s = s->next) {
+    for (chat_session *s = sessions; out && s && n < cap; s = s->next) {
         if (idle_before) {
             if (s->idle_kicked || atomic_load(&s->last_active_ms) >= idle_before)
                 continue;
@@ -628,6 +632,10 @@ static void raw_flush(chat_session *s, raw_batch *b)
 
 static void raw_add(chat_session *s, raw_batch *b, const char *line, size_t n)
 {
+    /* A batch larger than a reader's queue would be refused whole and drop that
+     * reader as too slow: send what is batched before it passes half the bound. */
+    if (b->len && b->len + n > cfg->sendq / 2)
+        raw_flush(s, b);
     if (n > b->cap - b->len) {
         size_t cap = b->cap ? b->cap * 2 : 256;
         while (cap - b->len < n)
@@ -683,10 +691,9 @@ static void on_data(px_stream *st, const char *bytes, size_t len, void *user)
                 /* Over the rate: this line goes out, the rest of the chunk
                  * comes back after the pause, and meanwhile the socket is
                  * not read, so TCP slows the sender.  Nothing is dropped. */
-                if (px_stream_keep(st, len) == 0) {
-                    px_stream_pause(st, wait);
+                if (px_stream_keep(st, len) == 0)
                     len = 0;
-                }
+                px_stream_pause(st, wait); /* also when keep failed: the limit holds */
             } else if (wait) {
                 px_stream_pause(st, wait);
             }
@@ -756,10 +763,11 @@ const px_stream_handlers chat_session_handlers = {
 
 /* Closes every session (or those idle since before idle_before), gracefully,
  * after a last line (chat mode only).  Returns how many there were. */
-static unsigned dismiss(uint64_t idle_before, const char *reason, const char *last_line)
+static unsigned dismiss(uint64_t idle_before, const char *reason, const char *last_line,
+                        unsigned max)
 {
     unsigned n;
-    px_stream **who = collect(idle_before, reason, &n);
+    px_stream **who = collect(idle_before, reason, max, &n);
     px_buf *bye = n && !cfg->raw ? chat_fmt("%s", last_line) : NULL;
     for (unsigned i = 0; who && i < n; i++) {
         if (bye)
@@ -772,26 +780,42 @@ static unsigned dismiss(uint64_t idle_before, const char *reason, const char *la
     return n;
 }
 
-static void idle_check(px_timer *t, void *user)
+/* Closing a TCP connection costs the loop thread tens of microseconds of kernel time:
+ * 10,000 idle clients timed out at once would hold up everyone else's lines for a
+ * second.  So a sweep closes at most IDLE_BATCH of them and leaves the rest to the
+ * loop's next pass, after it has served what arrived meanwhile. */
+#define IDLE_BATCH 256
+
+static void idle_sweep(void *loop)
 {
-    (void)t;
-    (void)user;
+    if (!idle_timer)
+        return; /* shutting down: everyone is being dismissed anyway */
     uint64_t now = px_now_ms(), limit = (uint64_t)cfg->idle_timeout * 1000;
-    if (now > limit)
-        dismiss(now - limit, "idle timeout", "*** Idle timeout.");
+    if (now > limit &&
+        dismiss(now - limit, "idle timeout", "*** Idle timeout.", IDLE_BATCH) == IDLE_BATCH)
+        px_loop_post(loop, idle_sweep, loop); /* more, after the loop's next pass */
 }
 
-void chat_init(const srv_config *config, px_loop *loop)
+static void idle_check(px_timer *t, void *loop)
+{
+    (void)t;
+    idle_sweep(loop);
+}
+
+int chat_init(const srv_config *config, px_loop *loop)
 {
     cfg = config;
     nick_buckets = 256;
     nicks = calloc(nick_buckets, sizeof(*nicks));
+    if (!nicks)
+        return -ENOMEM;
     chat_rooms_init(cfg->raw ? 0 : cfg->history, cfg->sendq / 2, cfg->announce_max);
     if (cfg->idle_timeout) {
         uint64_t period = cfg->idle_timeout >= 4 ? 1000 : 250;
-        if (px_timer_start(loop, &idle_timer, period, period, idle_check, NULL) != 0)
+        if (px_timer_start(loop, &idle_timer, period, period, idle_check, loop) != 0)
             srv_log(SRV_LOG_ERROR, "out of memory: idle timeouts are off");
     }
+    return 0;
 }
 
 unsigned chat_shutdown(px_loop *loop)
@@ -803,7 +827,7 @@ unsigned chat_shutdown(px_loop *loop)
     shutting_down = true;
     stop_when_empty = loop;
     pthread_mutex_unlock(&registry_lock);
-    return dismiss(0, "server shutting down", "*** Server shutting down.");
+    return dismiss(0, "server shutting down", "*** Server shutting down.", UINT_MAX);
 }
 
 void chat_fini(void)

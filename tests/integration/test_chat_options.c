@@ -59,7 +59,7 @@ Test(chat_options, help_mentions_every_option)
     const char *opts[] = {"--port",        "--bind",    "--raw",       "--dispatch",
                           "--threads",     "--backend", "--max-clients", "--max-line",
                           "--sendq",       "--flood",   "--idle-timeout", "--history",
-                          "--announce-max",
+                          "--announce-max", "--keepalive", "--shutdown-wait",
                           "--quiet",       "--verbose", "--help",      "--version"};
     for (size_t i = 0; i < sizeof opts / sizeof *opts; i++)
         cr_assert(strstr(out, opts[i]), "--help does not mention %s", opts[i]);
@@ -93,6 +93,8 @@ Test(chat_options, bad_values)
         {"--max-clients", "-1"},    {"--max-clients", "many"},
         {"--threads", "0"},         {"--threads", "x"},         {"--threads", "-2"},
         {"--announce-max", "x"},    {"--announce-max", "-1"},
+        {"--keepalive", "x"},       {"--keepalive", "86401"},   {"--shutdown-wait", "1s"},
+        {"--shutdown-wait", "600001"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         bad_value(cases[i][0], cases[i][1]);

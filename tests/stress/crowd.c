@@ -310,6 +310,19 @@ static long proc_status_kib(const h_server *s, const char *field)
 }
 
 long server_rss_kib(const h_server *s) { return proc_status_kib(s, "VmRSS"); }
+
+bool server_sanitized(const h_server *s)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof(path), "/proc/%d/maps", (int)s->proc.pid);
+    FILE *f = fopen(path, "r");
+    bool found = false;
+    while (f && !found && fgets(line, sizeof(line), f))
+        found = strstr(line, "libasan") || strstr(line, "libtsan");
+    if (f)
+        fclose(f);
+    return found;
+}
 long server_hwm_kib(const h_server *s) { return proc_status_kib(s, "VmHWM"); }
 
 void stress_report(const char *name, const char *fmt, ...)
@@ -319,7 +332,13 @@ void stress_report(const char *name, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    const char *b = getenv("ST_BACKEND");
+    const char *b = getenv("ST_BACKEND"), *to = getenv("ST_STRESS_REPORT");
     fprintf(stderr, "stress %s [%s, %s]: %s\n", name, stress_long() ? "long" : "short",
             b && *b ? b : "auto", msg);
+    FILE *f = to && *to ? fopen(to, "a") : NULL;
+    if (f) {
+        fprintf(f, "stress %s [%s, %s]: %s\n", name, stress_long() ? "long" : "short",
+                b && *b ? b : "auto", msg);
+        fclose(f);
+    }
 }

@@ -84,7 +84,13 @@ void crowd_close(crowd *c, int i, bool reset);
 long server_rss_kib(const h_server *s);
 long server_hwm_kib(const h_server *s);
 
-/* Prints one result line for the closing note: "stress NAME: ...". */
+/* True when the server runs under AddressSanitizer or ThreadSanitizer: its memory
+ * figures then say nothing (freed memory sits in quarantine), and leaks are
+ * LeakSanitizer's to find. */
+bool server_sanitized(const h_server *s);
+
+/* Prints one result line "stress NAME [short|long, BACKEND]: ..." on stderr, and
+ * appends it to the file $ST_STRESS_REPORT when that is set. */
 void stress_report(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif
