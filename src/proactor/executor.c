@@ -79,16 +79,45 @@ static void *pool_worker(void *arg)
     return NULL;
 }
 
+/* A per-event thread leaves its id to be joined by the next submit or by
+ * px__exec_fini: joined, not detached, so that no thread (nor its stack and
+ * thread-local storage) outlives the loop. */
 static void *event_thread(void *arg)
 {
     px_stream *s = arg;
     px_exec *x = &s->loop->exec;
     run_and_report(s);
     pthread_mutex_lock(&x->lock);
+    if (x->ndone == x->done_cap) {
+        unsigned cap = x->done_cap ? x->done_cap * 2 : 16;
+        pthread_t *d = realloc(x->done, cap * sizeof(*d));
+        if (d) {
+            x->done = d;
+            x->done_cap = cap;
+        }
+    }
+    if (x->ndone < x->done_cap)
+        x->done[x->ndone++] = pthread_self();
+    else
+        pthread_detach(pthread_self()); /* no memory to remember it: let it go */
     if (--x->live == 0)
         pthread_cond_broadcast(&x->idle_cond);
     pthread_mutex_unlock(&x->lock);
     return NULL;
+}
+
+/* Joins the per-event threads that have finished (they are past their last lock). */
+static void reap_done(px_exec *x)
+{
+    pthread_mutex_lock(&x->lock);
+    pthread_t *done = x->done;
+    unsigned n = x->ndone;
+    x->done = NULL;
+    x->ndone = x->done_cap = 0;
+    pthread_mutex_unlock(&x->lock);
+    for (unsigned i = 0; i < n; i++)
+        pthread_join(done[i], NULL);
+    free(done);
 }
 
 int px__exec_init(px_loop *loop)
@@ -140,8 +169,10 @@ void px__exec_submit(px_loop *loop, px_stream *s)
         pthread_mutex_unlock(&x->lock);
         return;
     case PX_EXEC_THREAD: {
+        if (x->ndone) /* a racy peek is fine: the rest are joined next time */
+            reap_done(x);
         pthread_attr_t attr;
-        thread_attr_init(&attr, true);
+        thread_attr_init(&attr, false);
         pthread_t th;
         pthread_mutex_lock(&x->lock);
         x->live++;
@@ -177,6 +208,7 @@ void px__exec_fini(px_loop *loop)
     while (x->live)
         pthread_cond_wait(&x->idle_cond, &x->lock);
     pthread_mutex_unlock(&x->lock);
+    reap_done(x);
     for (unsigned i = 0; i < x->nthreads; i++)
         pthread_join(x->threads[i], NULL);
     free(x->threads);

@@ -168,9 +168,11 @@ typedef struct px_exec {
     pthread_t *threads;
     pthread_mutex_t lock;
     pthread_cond_t cond;      /* workers wait for work */
-    pthread_cond_t idle_cond; /* destroy waits for detached threads */
+    pthread_cond_t idle_cond; /* destroy waits for per-event threads */
     px_stream *head, *tail;   /* pool queue */
     unsigned live;            /* running per-event threads */
+    pthread_t *done;          /* per-event threads finished and not yet joined */
+    unsigned ndone, done_cap;
     bool stopping;
 } px_exec;
 

@@ -28,6 +28,7 @@ static void stop_loop(px_timer *t, void *loop)
  * sigwait(), so stopping never depends on which thread a signal lands on
  * or on what a signal handler may call. */
 static pthread_mutex_t loop_lock = PTHREAD_MUTEX_INITIALIZER; /* guards the_loop */
+static bool signal_thread_quit; /* under loop_lock */
 
 static void *signal_thread(void *arg)
 {
@@ -37,11 +38,23 @@ static void *signal_thread(void *arg)
         if (sigwait(set, &sig) != 0)
             continue;
         pthread_mutex_lock(&loop_lock);
+        bool quit = signal_thread_quit;
         if (the_loop)
             px_loop_stop(the_loop);
         pthread_mutex_unlock(&loop_lock);
+        if (quit)
+            return NULL;
     }
-    return NULL;
+}
+
+/* Ends the signal thread (it exits at the next signal it takes) and joins it. */
+static void stop_signal_thread(pthread_t t)
+{
+    pthread_mutex_lock(&loop_lock);
+    signal_thread_quit = true;
+    pthread_mutex_unlock(&loop_lock);
+    pthread_kill(t, SIGTERM);
+    pthread_join(t, NULL);
 }
 
 /* Destroys the loop once the signal thread can no longer reach it. */
@@ -160,7 +173,6 @@ int main(int argc, char **argv)
         chat_fini();
         return 1;
     }
-    pthread_detach(sig_thread);
 
     printf("Listening on port: [%u] ...\n", (unsigned)px_listener_port(listener));
     fflush(stdout);
@@ -178,6 +190,7 @@ int main(int argc, char **argv)
         }
     }
     destroy_loop();
+    stop_signal_thread(sig_thread);
     chat_fini();
     return 0;
 }

@@ -584,6 +584,16 @@ void chat_cmd_parse(const char *line, size_t len, chat_cmd *out)
     out->arg_len = (size_t)(rest_end - p);
 }
 
+bool chat_line_parse(const char *line, size_t len, char *clean, chat_cmd *c)
+{
+    size_t n = chat_sanitize(line, len, clean);
+    chat_cmd_parse(clean, n, c);
+    bool blank = true;
+    for (size_t i = 0; i < n && blank; i++)
+        blank = clean[i] == ' ';
+    return !blank && !(c->kind == CHAT_CMD_MESSAGE && !c->arg_len);
+}
+
 bool chat_nick_valid(const char *name, size_t len)
 {
     if (len < 1 || len > 16 || !ascii_alpha(name[0]))

@@ -110,6 +110,11 @@ typedef struct chat_cmd {
  * case-insensitive ("/NICK" works).  Arguments are not validated here. */
 void chat_cmd_parse(const char *line, size_t len, chat_cmd *out);
 
+/* Sanitises a complete line into clean (CHAT_SANITIZE_MAX(len) bytes) and
+ * parses the result into c (pointing into clean).  Returns false when there
+ * is nothing to act on: only blanks, or a message without text. */
+bool chat_line_parse(const char *line, size_t len, char *clean, chat_cmd *c);
+
 /* Name rules of docs/protocol.md.  chat_nick_valid rejects names starting
  * with "guest" (any case): those are given out by the server.  chat_room_norm writes the lower-case
  * room name without a leading '#' to out (25 bytes) and returns its length,

@@ -501,13 +501,8 @@ static void chat_line(chat_session *s, const char *line, size_t len)
         reply(s, "*** Error: out of memory; your message was not sent.");
         return;
     }
-    size_t n = chat_sanitize(line, len, clean);
     chat_cmd c;
-    chat_cmd_parse(clean, n, &c);
-    bool blank = true;
-    for (size_t i = 0; i < n && blank; i++)
-        blank = clean[i] == ' ';
-    if (blank || (c.kind == CHAT_CMD_MESSAGE && !c.arg_len)) {
+    if (!chat_line_parse(line, len, clean, &c)) {
         free(clean);
         return; /* nothing left to say */
     }
@@ -633,7 +628,9 @@ static void raw_flush(chat_session *s, raw_batch *b)
 static void raw_add(chat_session *s, raw_batch *b, const char *line, size_t n)
 {
     /* A batch larger than a reader's queue would be refused whole and drop that
-     * reader as too slow: send what is batched before it passes half the bound. */
+     * reader as too slow even with its queue empty: send what is batched before it
+     * passes half the bound (with the pool, the loop writes the first part while the
+     * rest is being framed). */
     if (b->len && b->len + n > cfg->sendq / 2)
         raw_flush(s, b);
     if (n > b->cap - b->len) {

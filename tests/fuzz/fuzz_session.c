@@ -160,20 +160,13 @@ static void model_line(client *c, const char *line, size_t len)
 {
     char *clean = malloc(CHAT_SANITIZE_MAX(len) + 1);
     check(clean != NULL, "memory");
-    size_t n = chat_sanitize(line, len, clean);
     chat_cmd cmd;
-    chat_cmd_parse(clean, n, &cmd);
-    bool blank = true;
-    for (size_t i = 0; i < n && blank; i++)
-        blank = clean[i] == ' ';
-    if (!blank) {
-        if (cmd.kind == CHAT_CMD_MESSAGE) {
-            if (cmd.arg_len)
-                expect_message(c, cmd.arg, cmd.arg_len);
-        } else if (!(cmd.kind == CHAT_CMD_UNKNOWN && cmd.name_len == strlen(c->sync_name) &&
-                     memcmp(cmd.name, c->sync_name, cmd.name_len) == 0)) {
+    if (chat_line_parse(line, len, clean, &cmd)) {
+        if (cmd.kind == CHAT_CMD_MESSAGE)
+            expect_message(c, cmd.arg, cmd.arg_len);
+        else if (!(cmd.kind == CHAT_CMD_UNKNOWN && cmd.name_len == strlen(c->sync_name) &&
+                   memcmp(cmd.name, c->sync_name, cmd.name_len) == 0))
             c->commands = true;
-        }
     }
     free(clean);
 }

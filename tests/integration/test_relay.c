@@ -163,33 +163,3 @@ Test(relay, killed_and_reset_clients)
     h_server_stop(&s);
 }
 
-/* With a small --sendq, one read holding more lines than a reader's queue takes is
- * relayed in pieces, not as one buffer that would drop every reader as too slow (found
- * by a review of issue 7). */
-Test(relay, big_read_with_small_sendq)
-{
-    h_server s;
-    cr_assert(h_server_start(&s, "--raw", "--sendq", "16K", NULL), "no banner");
-    h_proc a, b;
-    cr_assert(h_tcp_connect(&a, "127.0.0.1", s.port));
-    cr_assert(h_server_wait_connected(&s, 1));
-    cr_assert(h_tcp_connect(&b, "127.0.0.1", s.port));
-    cr_assert(h_server_wait_connected(&s, 2));
-    enum { LINES = 3000 }; /* 36 KB: one or a few reads of up to 64 KiB */
-    char *burst = malloc(LINES * 12 + 1);
-    cr_assert_not_null(burst);
-    size_t len = 0;
-    for (int i = 0; i < LINES; i++)
-        len += (size_t)sprintf(burst + len, "line %05d\n", i);
-    cr_assert(h_write(a.in, burst, len));
-    char line[64], want[64];
-    for (int i = 0; i < LINES; i++) {
-        snprintf(want, sizeof want, "line %05d\n", i);
-        cr_assert(h_read_line(&b.out, line, sizeof line, H_WAIT_MS) > 0, "line %d missing", i);
-        cr_assert_str_eq(line, want);
-    }
-    free(burst);
-    h_proc_close(&a);
-    h_proc_close(&b);
-    h_server_stop(&s);
-}
