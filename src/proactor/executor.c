@@ -110,6 +110,10 @@ static void *event_thread(void *arg)
 static void reap_done(px_exec *x)
 {
     pthread_mutex_lock(&x->lock);
+    if (!x->ndone) {
+        pthread_mutex_unlock(&x->lock);
+        return;
+    }
     pthread_t *done = x->done;
     unsigned n = x->ndone;
     x->done = NULL;
@@ -169,8 +173,7 @@ void px__exec_submit(px_loop *loop, px_stream *s)
         pthread_mutex_unlock(&x->lock);
         return;
     case PX_EXEC_THREAD: {
-        if (x->ndone) /* a racy peek is fine: the rest are joined next time */
-            reap_done(x);
+        reap_done(x);
         pthread_attr_t attr;
         thread_attr_init(&attr, false);
         pthread_t th;
