@@ -230,8 +230,10 @@ PX_API int px_stream_send(px_stream *s, px_buf *buf);
 
 /* Graceful close: stop reading, write what is queued (waiting at most the
  * loop's linger_ms), then close; on_close follows with 0 (or -ETIMEDOUT).
- * Abortive close: drop what is queued and reset the connection; on_close
- * follows with -ECONNABORTED.  Both are requests: they return at once, are
+ * Abortive close: send nothing more and reset the connection; what was
+ * queued is dropped (its buffers released) once the stream has closed, since
+ * a write already under way may still be reading it; on_close follows with
+ * -ECONNABORTED.  Both are requests: they return at once, are
  * safe from any thread and from the stream's own handlers, and may be called
  * any number of times (the first one decides; abort overrides a pending
  * graceful close).  The stream stays valid until its on_close returns. */

@@ -60,7 +60,7 @@ const char *srv_shown(const char *s, char out[SRV_SHOWN_MAX])
     size_t o = 0, i = 0;
     for (; s[i] && i < 64; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == 0x7F)
+        if (c < 0x20 || c >= 0x7F) /* C0, DEL, and any byte that could be C1 */
             o += (size_t)snprintf(out + o, 5, "\\x%02X", c);
         else
             out[o++] = (char)c;
@@ -269,7 +269,7 @@ srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *
             cfg->announce_max = (unsigned)v;
             break;
         case OPT_KEEPALIVE:
-            if (!parse_num(optarg, 0, 32767, false, &v)) {
+            if (!parse_num(optarg, 0, PX_KEEPALIVE_MAX, false, &v)) {
                 bad(err, "--keepalive", optarg, "seconds up to 32767, 0 for off");
                 return SRV_PARSE_ERROR;
             }

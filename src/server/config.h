@@ -48,9 +48,10 @@ typedef enum srv_parse_result {
 srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *out,
                                   FILE *err);
 
-/* An argument as an error message shows it: bytes below 0x20 and DEL as \xNN, so that
- * an argument holding a newline or an escape sequence cannot break the one-line error
- * or the terminal, and at most 64 bytes of it ("..." after).  Returns out. */
+/* An argument as an error message shows it: bytes below 0x20 and from 0x7F up (DEL,
+ * and whatever could be a C1 control such as CSI) as \xNN, so that an argument holding
+ * a newline or an escape sequence cannot break the one-line error or drive the
+ * terminal, and at most 64 bytes of it ("..." after).  Returns out. */
 #define SRV_SHOWN_MAX (64 * 4 + 4)
 const char *srv_shown(const char *s, char out[SRV_SHOWN_MAX]);
 

@@ -163,17 +163,9 @@ chat_room *chat_room_enter(const char *name, chat_session *s, bool announce)
             chat_send(s, intro);
             px_buf_release(intro);
         }
-        /* The newest messages that fit in replay_max, oldest first. */
-        unsigned from = r->hist_len;
-        size_t bytes = 0;
-        while (from > 0) {
-            size_t len = px_buf_len(r->hist[(r->hist_head + from - 1) % hist_cap]);
-            if (bytes + len > replay_max)
-                break;
-            bytes += len;
-            from--;
-        }
-        for (unsigned i = from; i < r->hist_len; i++)
+        /* The history, oldest first: it never holds more than replay_max bytes
+         * (chat_room_send), so a replay never fills the newcomer's queue. */
+        for (unsigned i = 0; i < r->hist_len; i++)
             chat_send(s, r->hist[(r->hist_head + i) % hist_cap]);
         /* In a big room every join told to every member would cost n^2 sends (and
          * memory queued to members who do not read): big rooms stay quiet. */

@@ -82,7 +82,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                   a.cfg.flood_burst == b.cfg.flood_burst && a.cfg.threads == b.cfg.threads &&
                   a.cfg.raw == b.cfg.raw && a.cfg.history == b.cfg.history &&
                   a.cfg.idle_timeout == b.cfg.idle_timeout &&
-                  a.cfg.max_clients == b.cfg.max_clients,
+                  a.cfg.max_clients == b.cfg.max_clients &&
+                  a.cfg.announce_max == b.cfg.announce_max && a.cfg.keepalive == b.cfg.keepalive &&
+                  a.cfg.shutdown_wait == b.cfg.shutdown_wait,
               "the same arguments parsed twice give different configurations");
         check(a.out_len == 0 && a.err_len == 0, "an accepted configuration printed something");
         check(a.cfg.port <= 65535, "port above 65535");
@@ -95,6 +97,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check(a.cfg.idle_timeout <= 30u * 24 * 3600, "--idle-timeout above 30 days");
         check(!(a.cfg.quiet && a.cfg.verbose), "--quiet with --verbose accepted");
         check(!a.cfg.bind || *a.cfg.bind, "an empty --bind accepted");
+        check(a.cfg.keepalive <= PX_KEEPALIVE_MAX, "--keepalive above what px_listen takes");
+        check(a.cfg.shutdown_wait <= 600000, "--shutdown-wait above 10 minutes");
+        check(a.cfg.announce_max <= 100000000, "--announce-max above 10^8");
+        check(a.cfg.sendq <= (1u << 30), "--sendq above 1G");
         break;
     case SRV_PARSE_EXIT:
         check(a.out_len > 0 && a.err_len == 0, "--help/--version printed nothing");
@@ -105,6 +111,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
               "an error line does not start with 'st_proactor: '");
         check(memchr(a.err, '\n', a.err_len) == a.err + a.err_len - 1,
               "an error is not exactly one line");
+        for (size_t i = 0; i + 1 < a.err_len; i++)
+            check((unsigned char)a.err[i] >= 0x20 && (unsigned char)a.err[i] < 0x7F,
+                  "an error shows a control or non-ASCII byte of an argument raw");
         break;
     default:
         check(0, "unknown parse result");

@@ -44,7 +44,7 @@ Test(config, a_parse_stopped_inside_a_cluster_does_not_leak_into_the_next)
 Test(config, shown_escapes_controls_and_shortens)
 {
     char out[SRV_SHOWN_MAX];
-    cr_expect_str_eq(srv_shown("a\nb\x7f", out), "a\\x0Ab\\x7F");
+    cr_expect_str_eq(srv_shown("a\nb\x7f\x9b", out), "a\\x0Ab\\x7F\\x9B");
     char long_arg[300];
     memset(long_arg, '\x01', sizeof(long_arg) - 1);
     long_arg[sizeof(long_arg) - 1] = '\0';

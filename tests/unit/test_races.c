@@ -279,6 +279,12 @@ Test(races, send_close_abort_pause_from_threads_pool)
         race_round(PX_EXEC_POOL, race_ops());
 }
 
+Test(races, send_close_abort_pause_from_threads_thread)
+{
+    for (int round = 0; round < 3; round++)
+        race_round(PX_EXEC_THREAD, race_ops());
+}
+
 Test(races, send_close_abort_pause_from_threads_inline)
 {
     for (int round = 0; round < 3; round++)
