@@ -83,6 +83,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         .max_line = MAX_LINE,
         .sendq = 64 * 1024, /* small enough that a flood of /help is dropped as too slow */
         .history = 0,       /* each input starts from an empty lobby */
+        .announce_max = SRV_DEFAULT_ANNOUNCE_MAX,
     };
     px_executor exec = PX_EXEC_INLINE;
     px_backend backend = PX_BACKEND_EPOLL;
