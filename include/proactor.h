@@ -322,6 +322,35 @@ PX_API uint16_t px_listener_port(const px_listener *l);
 PX_API void px_listener_close(px_listener *l);
 
 /* ------------------------------------------------------------------------ */
+/* Readiness watches                                                         */
+
+/* For a descriptor that the application (or a client library such as hiredis)
+ * reads and writes itself: fn(w, ready, user) runs on the loop thread when fd
+ * is ready for an event asked for, and again at each later pass while it stays
+ * ready (level-triggered), until the events change or the watch stops.
+ * ready holds PX_WATCH_READ and/or PX_WATCH_WRITE; an error or hang-up on fd
+ * counts as both (the next read or write reports it).  The watch never reads,
+ * writes or closes fd.
+ *
+ * Loop thread only (a timer, a px_loop_post function, an inline handler or
+ * a watch callback), or any thread before the loop first runs: px_watch_start
+ * returns -EPERM elsewhere.  Errors: -EINVAL, -ENOMEM, or the errno of
+ * registering fd (-EPERM for a regular file). */
+typedef struct px_watch px_watch;
+#define PX_WATCH_READ 1u
+#define PX_WATCH_WRITE 2u
+PX_API int px_watch_start(px_loop *loop, px_watch **out, int fd, unsigned events,
+                          void (*fn)(px_watch *w, unsigned ready, void *user), void *user);
+/* Changes the events watched (0: none for now).  Loop thread only. */
+PX_API void px_watch_set(px_watch *w, unsigned events);
+/* The events watched now. */
+PX_API unsigned px_watch_events(const px_watch *w);
+/* Stops the watch and releases it: fn does not run again, even for readiness
+ * already seen in this pass.  Also from inside fn.  Loop thread only.
+ * Watches still running when the loop is destroyed are released with it. */
+PX_API void px_watch_stop(px_watch *w);
+
+/* ------------------------------------------------------------------------ */
 /* Timers                                                                    */
 
 /* Starts a timer that calls fn(t, user) on the loop thread after delay_ms,

@@ -42,6 +42,11 @@ struct px_backend_ops {
     /* Cancel what is pending and close the descriptor (abortive: reset the
      * connection), then px__stream_closed(s), possibly before returning. */
     void (*stream_close)(px_loop *loop, px_stream *s, bool abortive);
+
+    /* Make the backend watch w->fd for w->events (none once w->stopped),
+     * reporting readiness through px__watch_fire; 0 or -errno (first call
+     * only: a descriptor that cannot be watched). */
+    int (*watch_set)(px_loop *loop, px_watch *w);
 };
 
 extern const struct px_backend_ops px__backend_epoll;

@@ -147,6 +147,15 @@ static void ep_wait(px_loop *loop, int timeout_ms)
             (void)r;
             break;
         }
+        case PX_IO_WATCH: { /* stopped ones are skipped by px__watch_fire */
+            unsigned ready = 0;
+            if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+                ready |= PX_WATCH_READ;
+            if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+                ready |= PX_WATCH_WRITE;
+            px__watch_fire((px_watch *)io, ready);
+            break;
+        }
         case PX_IO_LISTENER: {
             px_listener *l = (px_listener *)io;
             /* Bounded, so a connection storm cannot starve existing streams;
@@ -261,6 +270,26 @@ static void ep_stream_close(px_loop *loop, px_stream *s, bool abortive)
     px__stream_closed(s);
 }
 
+/* Level-triggered, so a descriptor still ready is reported at every wait. */
+static int ep_watch_set(px_loop *loop, px_watch *w)
+{
+    epoll_state *st = loop->be_data;
+    uint32_t mask = (w->events & PX_WATCH_READ ? EPOLLIN : 0) |
+                    (w->events & PX_WATCH_WRITE ? EPOLLOUT : 0);
+    if (!mask) {
+        if (w->be_registered)
+            epoll_ctl(st->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+        w->be_registered = false;
+        return 0;
+    }
+    struct epoll_event ev = {.events = mask, .data.ptr = &w->io};
+    int op = w->be_registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(st->epfd, op, w->fd, &ev) < 0)
+        return -errno;
+    w->be_registered = true;
+    return 0;
+}
+
 const struct px_backend_ops px__backend_epoll = {
     .name = "epoll",
     .id = PX_BACKEND_EPOLL,
@@ -274,4 +303,5 @@ const struct px_backend_ops px__backend_epoll = {
     .stream_recv = ep_stream_recv,
     .stream_send = ep_stream_send,
     .stream_close = ep_stream_close,
+    .watch_set = ep_watch_set,
 };

@@ -17,6 +17,7 @@
 
 #include <fcntl.h>
 #include <liburing.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,7 @@
 #define UR_BGID 0
 #define UR_IOV PX_IOV_BATCH    /* buffers per sendmsg */
 
-enum { T_WAKE = 1, T_ACCEPT, T_RECV, T_SEND, T_CANCEL };
+enum { T_WAKE = 1, T_ACCEPT, T_RECV, T_SEND, T_CANCEL, T_WATCH };
 
 typedef struct ur_accept {
     px_listener *l; /* NULL once the listener stopped */
@@ -452,6 +453,56 @@ static void on_send(px_loop *loop, px_stream *s, int res)
     px_stream_release(s);
 }
 
+/* A one-shot poll, armed again after each report: it completes at once while
+ * the descriptor is ready, which makes the watch level-triggered.  A change
+ * that asks for an event the poll in flight does not cover removes it; its
+ * completion then arms one with the new events.  The watch is freed (by
+ * px__watches_reap) only once no poll of it is in flight. */
+static int ur_watch_set(px_loop *loop, px_watch *w)
+{
+    ur_state *st = loop->be_data;
+    if (w->be_inflight) {
+        if (!w->be_removing && (w->stopped || (w->events & ~w->be_armed))) {
+            struct io_uring_sqe *sqe = get_sqe(st);
+            io_uring_prep_poll_remove(sqe, ud(w, T_WATCH));
+            io_uring_sqe_set_data64(sqe, ud(NULL, T_CANCEL));
+            w->be_removing = true;
+        }
+        return 0;
+    }
+    if (w->stopped || !w->events)
+        return 0;
+    struct io_uring_sqe *sqe = get_sqe(st);
+    io_uring_prep_poll_add(sqe, w->fd, (w->events & PX_WATCH_READ ? POLLIN : 0) |
+                                           (w->events & PX_WATCH_WRITE ? POLLOUT : 0));
+    io_uring_sqe_set_data64(sqe, ud(w, T_WATCH));
+    w->be_inflight = true;
+    w->be_armed = w->events;
+    return 0;
+}
+
+static void on_watch(px_loop *loop, px_watch *w, int res)
+{
+    w->be_inflight = false;
+    w->be_removing = false;
+    if (res > 0) {
+        unsigned ready = 0;
+        if (res & (POLLIN | POLLRDHUP | POLLHUP | POLLERR))
+            ready |= PX_WATCH_READ;
+        if (res & (POLLOUT | POLLHUP | POLLERR))
+            ready |= PX_WATCH_WRITE;
+        px__watch_fire(w, ready);
+    } else if (res < 0 && res != -ECANCELED) {
+        /* The poll itself failed (the descriptor was closed, say): report it
+         * as ready, so the application's own read or write sees the error;
+         * a closed descriptor is not polled again. */
+        px__watch_fire(w, PX_WATCH_READ | PX_WATCH_WRITE);
+        if (res == -EBADF)
+            return;
+    }
+    ur_watch_set(loop, w); /* again, with the events asked for now (none if stopped) */
+}
+
 /* ThreadSanitizer runs a signal handler only when the thread passes one of
  * its interceptors, and io_uring_enter is not one: a handler that would stop
  * the loop could wait forever.  Under TSan, wake up now and then. */
@@ -493,6 +544,9 @@ static void ur_wait(px_loop *loop, int timeout_ms)
         case T_SEND:
             on_send(loop, ptr, cqe->res);
             break;
+        case T_WATCH:
+            on_watch(loop, ptr, cqe->res);
+            break;
         default: /* T_CANCEL: its targets report for themselves */
             break;
         }
@@ -513,4 +567,5 @@ const struct px_backend_ops px__backend_uring = {
     .stream_recv = ur_stream_recv,
     .stream_send = ur_stream_send,
     .stream_close = ur_stream_close,
+    .watch_set = ur_watch_set,
 };

@@ -22,10 +22,36 @@
 struct px_backend_ops;
 
 /* What an epoll data pointer (or io_uring user_data) designates. */
-typedef enum px_io_kind { PX_IO_WAKE, PX_IO_LISTENER, PX_IO_STREAM } px_io_kind;
+typedef enum px_io_kind { PX_IO_WAKE, PX_IO_LISTENER, PX_IO_STREAM, PX_IO_WATCH } px_io_kind;
 typedef struct px_io {
     px_io_kind kind;
 } px_io;
+
+/* A readiness watch (watch.c).  Loop thread only.  Stopped watches stay on the
+ * loop's list until px__watches_reap frees them after the backend's batch
+ * (epoll) or once their last poll has completed (io_uring). */
+struct px_watch {
+    px_io io;
+    px_loop *loop;
+    int fd;
+    unsigned events;  /* PX_WATCH_READ | PX_WATCH_WRITE asked for now */
+    bool stopped;
+    void (*fn)(px_watch *w, unsigned ready, void *user);
+    void *user;
+    struct px_watch *prev, *next; /* loop->watches */
+    /* Backend state. */
+    bool be_registered; /* epoll: in the interest list */
+    bool be_inflight;   /* io_uring: a poll is in flight */
+    bool be_removing;   /* io_uring: its removal is asked for */
+    unsigned be_armed;  /* io_uring: the events of the poll in flight */
+};
+
+/* Runs w's callback with ready (masked by what it asks for now), unless it
+ * has stopped. */
+void px__watch_fire(px_watch *w, unsigned ready);
+/* Frees stopped watches that nothing refers to any more; all of them when
+ * the loop is being destroyed. */
+void px__watches_reap(px_loop *loop, bool all);
 
 struct px_buf {
     atomic_uint refs;
@@ -203,6 +229,8 @@ struct px_loop {
 
     /* Loop thread only. */
     px_stream *pend, *pend_tail;
+    px_watch *watches;      /* every readiness watch, stopped ones included */
+    unsigned watches_stopped; /* stopped and not yet freed */
     px_stream *streams;     /* every registered stream */
     px_listener *listeners; /* every active listener */
     char *rbuf;             /* read scratch, opts.recv_bytes */

@@ -226,6 +226,8 @@ static void loop_iterate(px_loop *loop, int max_timeout_ms)
     loop->self_posted = false;
     loop->be->wait(loop, timeout);
     px__timers_run(loop);
+    if (loop->watches_stopped)
+        px__watches_reap(loop, false);
 }
 
 static void enter_loop_thread(px_loop *loop)
@@ -383,6 +385,7 @@ void px_loop_destroy(px_loop *loop)
     leave_loop_thread(loop);
     px__timers_drop(loop);
     loop->be->fini(loop);
+    px__watches_reap(loop, true); /* after fini: no poll of theirs is left in flight */
     if (loop->reserve_fd >= 0)
         close(loop->reserve_fd);
     free(loop->rbuf);
