@@ -66,6 +66,8 @@ TEST_CFLAGS := $(ALL_CFLAGS) -Isrc
 ALL_LDFLAGS := -pthread $(SAN_FLAGS) $(LDFLAGS)
 # liburing is linked only where something uses it.
 LIB_LDLIBS := -Wl,--as-needed -luring -Wl,--no-as-needed $(LDLIBS)
+# The server's own dependencies (hiredis: the cluster's Redis client).
+SERVER_LDLIBS := -lhiredis
 
 # ---------------------------------------------------------------------------
 # Sources and outputs.
@@ -178,7 +180,7 @@ $(LIB_SO): $(LIB_OBJS)
 
 $(SERVER): $(SERVER_OBJS) $(LIB_A)
 	@mkdir -p $(@D)
-	$(CC) -o $@ $(SERVER_OBJS) $(LIB_A) $(ALL_LDFLAGS) $(LIB_LDLIBS)
+	$(CC) -o $@ $(SERVER_OBJS) $(LIB_A) $(ALL_LDFLAGS) $(SERVER_LDLIBS) $(LIB_LDLIBS)
 
 $(SERVER_A): $(SERVER_LIB_OBJS)
 	@mkdir -p $(@D)
@@ -189,7 +191,7 @@ $(SERVER_A): $(SERVER_LIB_OBJS)
 # member is pulled in to define it.
 $(BUILD)/unit_tests: $(UNIT_OBJS) $(TEST_SUPPORT_OBJS) $(SERVER_A) $(LIB_A)
 	$(CC) -o $@ $(UNIT_OBJS) $(TEST_SUPPORT_OBJS) -lcriterion $(SERVER_A) $(LIB_A) \
-		$(ALL_LDFLAGS) $(LIB_LDLIBS)
+		$(ALL_LDFLAGS) $(SERVER_LDLIBS) $(LIB_LDLIBS)
 
 $(BUILD)/integration_tests: $(INTEG_OBJS) $(TEST_SUPPORT_OBJS) $(LIB_A)
 	$(CC) -o $@ $(INTEG_OBJS) $(TEST_SUPPORT_OBJS) -lcriterion $(LIB_A) \
@@ -251,7 +253,7 @@ fuzz:
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $$(FUZZ_SRCS_$$*) $(wildcard src/server/*.h src/proactor/*.h \
 		include/*.h) tests/support/utf8_strict.h
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SRCS_$*) $< -o $@ $(LIB_LDLIBS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SRCS_$*) $< -o $@ $(SERVER_LDLIBS) $(LIB_LDLIBS)
 
 fuzz-run: fuzz
 	@scripts/fuzz-run.sh $(SECONDS) $(FUZZ_TARGETS)

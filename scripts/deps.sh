@@ -26,6 +26,8 @@ need_cmd telnet telnet
 need_pkg netcat-openbsd     # the integration tests' nc (OpenBSD flavour)
 need_pkg libcriterion-dev   # Criterion headers and library
 need_pkg liburing-dev       # io_uring backend
+need_pkg libhiredis-dev     # the server's Redis client (clustering)
+need_cmd redis-server redis-server # the tests' Redis
 
 if [ "${1:-}" = fuzz ]; then    # clang and its libFuzzer/sanitizer runtimes
     need_cmd clang clang
@@ -37,7 +39,6 @@ if [ "${1:-}" = valgrind ]; then
     need_cmd valgrind valgrind
 fi
 if [ "${1:-}" = bench ]; then   # the servers make bench runs beside st_proactor
-    need_cmd redis-server redis-server
     need_cmd nats-server nats-server
     need_cmd ncat ncat
 fi
