@@ -26,6 +26,7 @@ typedef struct chat_room chat_room;
 
 typedef struct chat_session {
     px_stream *stream;
+    uint64_t id;        /* unique on this server; set before the session is shared */
     char addr[64];
     /* Written by the session's own handlers under the registry lock; read
      * by others under it. */
@@ -59,6 +60,8 @@ void chat_fini(void);
 int chat_send(chat_session *s, px_buf *b);
 /* A buffer holding the formatted text and CRLF, or NULL (out of memory). */
 px_buf *chat_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Sends a server line to every client (chat mode). */
+void chat_notice_all(const char *text);
 /* Marks why s is leaving, unless a reason was already set. */
 void chat_set_reason(chat_session *s, const char *reason);
 
@@ -75,6 +78,10 @@ void chat_rooms_fini(void);
  * becomes a member.  Returns the
  * room, or NULL when out of memory. */
 chat_room *chat_room_enter(const char *name, chat_session *s, bool announce);
+/* Sends msg to every member of the room named name on this server but the
+ * session with id except (0: none), and keeps it in the room's history: a line
+ * that came back from the cluster.  Nothing when nobody here is in the room. */
+void chat_room_deliver(const char *name, uint64_t except, px_buf *msg);
 /* Leaves r; notice (may be NULL) goes to the remaining members. */
 void chat_room_leave(chat_room *r, chat_session *s, px_buf *notice);
 /* Sends msg to every member but from (NULL: everyone), in the room's order;

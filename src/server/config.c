@@ -46,6 +46,10 @@ static void usage(FILE *f, const char *prog)
             "                         vanished peers are noticed (default %d; 0: off)\n"
             "      --shutdown-wait MS at SIGINT/SIGTERM, time queued output may take to\n"
             "                         reach clients (default %d)\n"
+            "      --cluster URL      share rooms with other servers through Redis:\n"
+            "                         redis://HOST[:PORT][/DB] (default: run alone)\n"
+            "      --node-name NAME   this server's name in the cluster (default: host name)\n"
+            "      --cluster-optional start even when Redis is unreachable (and keep trying)\n"
             "  -q, --quiet            log errors only\n"
             "  -v, --verbose          log more, including message text\n"
             "  -h, --help             show this help and exit\n"
@@ -69,6 +73,37 @@ const char *srv_shown(const char *s, char out[SRV_SHOWN_MAX])
         memcpy(out + o, "...", 3), o += 3;
     out[o] = '\0';
     return out;
+}
+
+bool srv_parse_redis_url(const char *url, char *host, size_t cap, int *port, int *db)
+{
+    static const char scheme[] = "redis://";
+    if (!url || strncmp(url, scheme, sizeof(scheme) - 1) != 0)
+        return false;
+    const char *h = url + sizeof(scheme) - 1, *end = h + strcspn(h, ":/");
+    if (end == h || (size_t)(end - h) >= cap)
+        return false;
+    memcpy(host, h, (size_t)(end - h));
+    host[end - h] = '\0';
+    *port = 6379;
+    *db = 0;
+    if (*end == ':') {
+        char *e;
+        long p = strtol(end + 1, &e, 10);
+        if (e == end + 1 || p < 1 || p > 65535)
+            return false;
+        *port = (int)p;
+        end = e;
+    }
+    if (*end == '/') {
+        char *e;
+        long d = strtol(end + 1, &e, 10);
+        if (e == end + 1 || d < 0 || d > 1000000)
+            return false;
+        *db = (int)d;
+        end = e;
+    }
+    return *end == '\0';
 }
 
 /* Parses a whole decimal string in [min, max], with an optional K/M/G
@@ -152,7 +187,8 @@ srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *
     };
     enum {
         OPT_BACKEND = 256, OPT_RAW, OPT_MAX_CLIENTS, OPT_MAX_LINE, OPT_SENDQ, OPT_FLOOD,
-        OPT_IDLE, OPT_HISTORY, OPT_ANNOUNCE, OPT_KEEPALIVE, OPT_SHUTDOWN_WAIT,
+        OPT_IDLE, OPT_HISTORY, OPT_ANNOUNCE, OPT_KEEPALIVE, OPT_SHUTDOWN_WAIT, OPT_CLUSTER,
+        OPT_NODE_NAME, OPT_CLUSTER_OPTIONAL,
     };
     static const struct option longopts[] = {
         {"port", required_argument, NULL, 'p'},
@@ -170,6 +206,9 @@ srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *
         {"announce-max", required_argument, NULL, OPT_ANNOUNCE},
         {"keepalive", required_argument, NULL, OPT_KEEPALIVE},
         {"shutdown-wait", required_argument, NULL, OPT_SHUTDOWN_WAIT},
+        {"cluster", required_argument, NULL, OPT_CLUSTER},
+        {"node-name", required_argument, NULL, OPT_NODE_NAME},
+        {"cluster-optional", no_argument, NULL, OPT_CLUSTER_OPTIONAL},
         {"quiet", no_argument, NULL, 'q'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
@@ -275,6 +314,30 @@ srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *
             }
             cfg->keepalive = (unsigned)v;
             break;
+        case OPT_CLUSTER: {
+            char host[256];
+            int port, db;
+            if (!srv_parse_redis_url(optarg, host, sizeof(host), &port, &db)) {
+                bad(err, "--cluster", optarg, "redis://HOST[:PORT][/DB]");
+                return SRV_PARSE_ERROR;
+            }
+            cfg->cluster = optarg;
+            break;
+        }
+        case OPT_NODE_NAME: {
+            size_t n = strlen(optarg), ok = 0;
+            for (size_t i = 0; i < n; i++)
+                ok += optarg[i] > ' ' && optarg[i] < 0x7F;
+            if (!n || n > 32 || ok != n) {
+                bad(err, "--node-name", optarg, "1 to 32 printable characters, no spaces");
+                return SRV_PARSE_ERROR;
+            }
+            cfg->node_name = optarg;
+            break;
+        }
+        case OPT_CLUSTER_OPTIONAL:
+            cfg->cluster_optional = true;
+            break;
         case OPT_SHUTDOWN_WAIT:
             if (!parse_num(optarg, 0, 600000, false, &v)) {
                 bad(err, "--shutdown-wait", optarg, "milliseconds up to 600000");
@@ -329,6 +392,14 @@ srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *
     if (cfg->sendq < 2 * one_line) {
         fprintf(err, "st_proactor: invalid --sendq %zu (must be at least %zu with --max-line %zu)\n",
                 cfg->sendq, 2 * one_line, cfg->max_line);
+        return SRV_PARSE_ERROR;
+    }
+    if ((cfg->node_name || cfg->cluster_optional) && !cfg->cluster) {
+        fprintf(err, "st_proactor: --node-name and --cluster-optional need --cluster\n");
+        return SRV_PARSE_ERROR;
+    }
+    if (cfg->cluster && cfg->raw) {
+        fprintf(err, "st_proactor: --cluster works in chat mode, not with --raw\n");
         return SRV_PARSE_ERROR;
     }
     if (cfg->quiet && cfg->verbose) {

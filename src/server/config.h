@@ -35,6 +35,9 @@ typedef struct srv_config {
     unsigned announce_max;  /* join/leave notices only in rooms of at most this many */
     unsigned keepalive;     /* seconds of silence before TCP keepalive probes; 0: off */
     unsigned shutdown_wait; /* ms queued output may take to drain at shutdown */
+    const char *cluster;    /* redis://HOST:PORT[/DB], or NULL */
+    const char *node_name;  /* this server's name in the cluster */
+    bool cluster_optional;  /* run alone while Redis is unreachable at start */
     bool quiet, verbose;
 } srv_config;
 
@@ -47,6 +50,10 @@ typedef enum srv_parse_result {
 
 srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *out,
                                   FILE *err);
+
+/* Parses "redis://HOST:PORT[/DB]" (PORT defaults to 6379, DB to 0); false if
+ * malformed. */
+bool srv_parse_redis_url(const char *url, char *host, size_t cap, int *port, int *db);
 
 /* An argument as an error message shows it: bytes below 0x20 and from 0x7F up (DEL,
  * and whatever could be a C1 control such as CSI) as \xNN, so that an argument holding

@@ -7,6 +7,7 @@
 #include "config.h"
 #include "log.h"
 #include "chat.h"
+#include "cluster.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -139,6 +140,28 @@ int main(int argc, char **argv)
         chat_fini();
         return 1;
     }
+    if (cfg.cluster) {
+        char why[256];
+        if (cluster_probe(&cfg, why, sizeof(why)) != 0) {
+            char shown[SRV_SHOWN_MAX];
+            if (!cfg.cluster_optional) {
+                fprintf(stderr, "st_proactor: cannot reach the cluster's Redis at %s: %s "
+                                "(--cluster-optional starts anyway)\n",
+                        srv_shown(cfg.cluster, shown), why);
+                px_loop_destroy(the_loop);
+                chat_fini();
+                return 1;
+            }
+            srv_log(SRV_LOG_ERROR, "cluster: Redis at %s unreachable (%s): running alone "
+                    "until it answers", srv_shown(cfg.cluster, shown), why);
+        }
+        if (cluster_start(&cfg, the_loop) != 0) {
+            fprintf(stderr, "st_proactor: cannot start: out of memory\n");
+            px_loop_destroy(the_loop);
+            chat_fini();
+            return 1;
+        }
+    }
     static const char busy[] = "*** Server busy, try again later.\r\n";
     rc = px_listen(the_loop, &listener,
                    &(px_listen_opts){
@@ -189,6 +212,7 @@ int main(int argc, char **argv)
             px_timer_cancel(deadline);
         }
     }
+    cluster_stop();
     destroy_loop();
     stop_signal_thread(sig_thread);
     chat_fini();

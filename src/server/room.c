@@ -203,11 +203,10 @@ void chat_room_leave(chat_room *r, chat_session *s, px_buf *notice)
     room_put(r);
 }
 
-void chat_room_send(chat_room *r, chat_session *from, px_buf *msg, bool history)
+/* Keeps msg in r's history; under r->lock. */
+static void hist_add_locked(chat_room *r, px_buf *msg)
 {
-    pthread_mutex_lock(&r->lock);
-    send_all_locked(r, from, msg);
-    if (history && hist_cap) {
+    if (hist_cap) {
         if (r->hist_len == hist_cap) { /* the oldest makes room */
             r->hist_bytes -= px_buf_len(r->hist[r->hist_head]);
             px_buf_release(r->hist[r->hist_head]);
@@ -225,7 +224,38 @@ void chat_room_send(chat_room *r, chat_session *from, px_buf *msg, bool history)
             r->hist_len--;
         }
     }
+}
+
+void chat_room_send(chat_room *r, chat_session *from, px_buf *msg, bool history)
+{
+    pthread_mutex_lock(&r->lock);
+    send_all_locked(r, from, msg);
+    if (history)
+        hist_add_locked(r, msg);
     pthread_mutex_unlock(&r->lock);
+}
+
+void chat_room_deliver(const char *name, uint64_t except, px_buf *msg)
+{
+    pthread_mutex_lock(&rooms_lock);
+    chat_room *r = NULL;
+    if (table) {
+        for (r = table[name_hash(name) & (table_size - 1)]; r; r = r->next)
+            if (strcmp(r->name, name) == 0)
+                break;
+        if (r)
+            r->refs++;
+    }
+    pthread_mutex_unlock(&rooms_lock);
+    if (!r)
+        return; /* nobody here is in that room */
+    pthread_mutex_lock(&r->lock);
+    for (unsigned i = 0; i < r->nmembers; i++)
+        if (!except || r->members[i]->id != except)
+            chat_send(r->members[i], msg);
+    hist_add_locked(r, msg);
+    pthread_mutex_unlock(&r->lock);
+    room_put(r);
 }
 
 unsigned chat_room_nicks(chat_room *r, const char **out, unsigned max)

@@ -6,6 +6,7 @@
  */
 #include "chat.h"
 
+#include "cluster.h"
 #include "log.h"
 
 #include <limits.h>
@@ -202,6 +203,7 @@ static int registry_add(chat_session *s, unsigned *online)
          * The name is published (registry_publish) once the client has its
          * welcome, so no private message can come before it. */
         snprintf(s->nick, sizeof(s->nick), "guest%lu", ++guest_seq);
+        s->id = guest_seq; /* also counts every session ever: unique */
     }
     if (rc == 0) {
         s->next = sessions;
@@ -488,7 +490,23 @@ static void say(chat_session *s, const char *text, size_t len, bool action)
         reply(s, "*** Error: out of memory; your message was not sent.");
         return;
     }
-    chat_room_send(s->room, action ? NULL : s, msg, true);
+    if (!cluster_enabled()) {
+        chat_room_send(s->room, action ? NULL : s, msg, true);
+    } else {
+        /* Delivered here, too, only when it comes back from Redis: one order for all. */
+        int rc = cluster_publish(chat_room_name(s->room), action ? 0 : s->id, s->stream, msg);
+        if (rc == -ENOTCONN) { /* Redis is unreachable: this server only, marked */
+            px_buf *local = chat_fmt("[local] %.*s", (int)px_buf_len(msg) - 2,
+                                     (const char *)px_buf_data(msg));
+            if (local)
+                chat_room_send(s->room, action ? NULL : s, local, true);
+            else
+                reply(s, "*** Error: out of memory; your message was not sent.");
+            px_buf_release(local);
+        } else if (rc) {
+            reply(s, "*** Error: the cluster is too slow right now; your message was not sent.");
+        }
+    }
     px_buf_release(msg);
     if (srv_log_enabled(SRV_LOG_DEBUG))
         srv_log(SRV_LOG_DEBUG, "%s <%s> %.*s", chat_room_name(s->room), s->nick, (int)len, text);
@@ -567,6 +585,8 @@ static void on_open(px_stream *st, void *user)
         reply(s, "*** Welcome to st_proactor, %s! %u user%s online. Type /help for commands.",
               s->nick, online, online == 1 ? "" : "s");
     s->room = chat_room_enter(CHAT_LOBBY, s, !cfg->raw);
+    if (cluster_enabled() && !cluster_up())
+        reply(s, "%s", CLUSTER_DOWN_NOTICE);
     online = registry_publish(s);
     px_stream_set_user(st, s);
     if (!s->room || atomic_load(&s->reason)) {
@@ -775,6 +795,21 @@ static unsigned dismiss(uint64_t idle_before, const char *reason, const char *la
     px_buf_release(bye);
     free(who);
     return n;
+}
+
+void chat_notice_all(const char *text)
+{
+    if (cfg->raw)
+        return;
+    px_buf *b = chat_fmt("%s", text);
+    if (!b)
+        return;
+    pthread_mutex_lock(&registry_lock);
+    for (chat_session *s = sessions; s; s = s->next)
+        if (s->published)
+            chat_send(s, b);
+    pthread_mutex_unlock(&registry_lock);
+    px_buf_release(b);
 }
 
 /* Closing a TCP connection costs the loop thread tens of microseconds of kernel time:
