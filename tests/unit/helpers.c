@@ -405,3 +405,23 @@ const px_stream_handlers tc_sink_handlers = {
     .on_open = sink_open, .on_data = sink_data, .on_close = sink_close};
 const px_stream_handlers tc_echo_handlers = {
     .on_open = sink_open, .on_data = echo_data, .on_close = sink_close};
+
+typedef struct tc_on_loop {
+    void (*fn)(void *);
+    void *arg;
+    atomic_bool done;
+} tc_on_loop;
+
+static void tc_run_posted(void *p)
+{
+    tc_on_loop *o = p;
+    o->fn(o->arg);
+    atomic_store(&o->done, true);
+}
+
+void tc_run_on_loop(px_loop *loop, void (*fn)(void *), void *arg)
+{
+    tc_on_loop o = {.fn = fn, .arg = arg};
+    cr_assert_eq(px_loop_post(loop, tc_run_posted, &o), 0);
+    cr_assert(tc_wait_flag(&o.done, 5000), "the loop did not run the posted function");
+}

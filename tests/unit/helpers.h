@@ -68,6 +68,10 @@ bool tc_wait_ge(atomic_int *v, int target, unsigned timeout_ms);
 bool tc_wait_ge_size(atomic_size_t *v, size_t target, unsigned timeout_ms);
 bool tc_wait_flag(atomic_bool *v, unsigned timeout_ms);
 
+/* Runs fn(arg) on the (running) loop's thread through px_loop_post and waits for it
+ * (asserts it ran within 5 s). */
+void tc_run_on_loop(px_loop *loop, void (*fn)(void *), void *arg);
+
 /* A gate a handler can block on until the test opens it (bounded). */
 typedef struct tc_gate {
     pthread_mutex_t mu;

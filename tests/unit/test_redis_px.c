@@ -85,28 +85,6 @@ static void redis_stop(redis_proc *r)
     }
 }
 
-/* ---- running things on the loop thread ---- */
-
-typedef struct on_loop {
-    void (*fn)(void *);
-    void *arg;
-    atomic_bool done;
-} on_loop;
-
-static void run_posted(void *p)
-{
-    on_loop *o = p;
-    o->fn(o->arg);
-    atomic_store(&o->done, true);
-}
-
-static void run_on_loop(px_loop *loop, void (*fn)(void *), void *arg)
-{
-    on_loop o = {.fn = fn, .arg = arg};
-    cr_assert_eq(px_loop_post(loop, run_posted, &o), 0);
-    cr_assert(tc_wait_flag(&o.done, 5000));
-}
-
 /* ---- the test's state ---- */
 
 #define MESSAGES 1000
@@ -226,15 +204,15 @@ static void pubsub(px_executor ex)
     setup(ex, &r);
     tc_runner run;
     tc_runner_start(&run, T.loop);
-    run_on_loop(T.loop, start_sub, NULL);
+    tc_run_on_loop(T.loop, start_sub, NULL);
     cr_assert_eq(atomic_load(&T.attach_rc), 0, "attach: %d", atomic_load(&T.attach_rc));
     cr_assert(tc_wait_ge(&T.subscribed, 1, 5000), "never subscribed");
-    run_on_loop(T.loop, publish_all, NULL);
+    tc_run_on_loop(T.loop, publish_all, NULL);
     cr_assert(tc_wait_ge(&T.received, MESSAGES, 10000), "%d of %d messages received",
               atomic_load(&T.received), MESSAGES);
     cr_assert(tc_wait_ge(&T.replies, MESSAGES, 5000));
     cr_expect_eq(atomic_load(&T.disorder), 0, "%d messages out of order", atomic_load(&T.disorder));
-    run_on_loop(T.loop, disconnect_all, NULL);
+    tc_run_on_loop(T.loop, disconnect_all, NULL);
     cr_expect(tc_wait_ge(&T.disconnected, 2, 5000), "%d of 2 disconnects reported",
               atomic_load(&T.disconnected));
     tc_runner_finish(&run);
@@ -249,7 +227,7 @@ Test(redis_px, unreachable_redis_reports_a_failed_connect)
     setup(PX_EXEC_INLINE, NULL);
     tc_runner run;
     tc_runner_start(&run, T.loop);
-    run_on_loop(T.loop, start_sub, NULL);
+    tc_run_on_loop(T.loop, start_sub, NULL);
     cr_assert(tc_wait_ge(&T.connect_failed, 1, 5000), "no failed connect reported");
     tc_runner_finish(&run);
 }
@@ -260,7 +238,7 @@ Test(redis_px, redis_going_away_is_reported)
     setup(PX_EXEC_INLINE, &r);
     tc_runner run;
     tc_runner_start(&run, T.loop);
-    run_on_loop(T.loop, start_sub, NULL);
+    tc_run_on_loop(T.loop, start_sub, NULL);
     cr_assert(tc_wait_ge(&T.subscribed, 1, 5000), "never subscribed");
     redis_stop(&r);
     cr_assert(tc_wait_ge(&T.disconnected, 1, 5000), "the lost connection was not reported");

@@ -46,33 +46,12 @@ static void on_ready(px_watch *w, unsigned ready, void *user)
         px_watch_stop(w);
 }
 
-/* Runs fn(arg) on the loop thread and waits for it. */
-typedef struct on_loop {
-    void (*fn)(void *);
-    void *arg;
-    atomic_bool done;
-} on_loop;
-
-static void run_posted(void *p)
-{
-    on_loop *o = p;
-    o->fn(o->arg);
-    atomic_store(&o->done, true);
-}
-
-static void run_on_loop(px_loop *loop, void (*fn)(void *), void *arg)
-{
-    on_loop o = {.fn = fn, .arg = arg};
-    cr_assert_eq(px_loop_post(loop, run_posted, &o), 0);
-    cr_assert(tc_wait_flag(&o.done, 5000), "the loop did not run the posted function");
-}
-
 /* A few passes of the loop (so that a report that should not come has had its chance). */
 static void noop(void *arg) { (void)arg; }
 static void let_loop_turn(px_loop *loop)
 {
     for (int i = 0; i < 5; i++)
-        run_on_loop(loop, noop, NULL);
+        tc_run_on_loop(loop, noop, NULL);
 }
 
 static void pair(int sv[2])
@@ -120,7 +99,7 @@ Test(watch, events_change_while_waiting)
     tc_runner_start(&r, loop);
     let_loop_turn(loop);
     cr_expect_eq(atomic_load(&c.calls), 0, "reported with nothing ready");
-    run_on_loop(loop, ask_write, &c);
+    tc_run_on_loop(loop, ask_write, &c);
     cr_assert(tc_wait_ge(&c.writes, 1, 5000), "WRITE never reported");
     let_loop_turn(loop);
     cr_expect_eq(atomic_load(&c.writes), 1, "WRITE reported after it was no longer asked");
@@ -188,11 +167,11 @@ Test(watch, thread_and_argument_checks)
     cr_expect_eq(px_watch_start(loop, &w, sv[0], PX_WATCH_READ, on_ready, &c), -EPERM,
                  "started from a thread other than the running loop's");
     start_args a = {.loop = loop, .fd = sv[0], .c = &c};
-    run_on_loop(loop, start_here, &a);
+    tc_run_on_loop(loop, start_here, &a);
     cr_assert_eq(a.rc, 0);
     cr_assert_eq(write(sv[1], "hi", 2), 2);
     cr_assert(tc_wait_ge(&c.bytes, 2, 5000));
-    run_on_loop(loop, stop_here, &c);
+    tc_run_on_loop(loop, stop_here, &c);
     let_loop_turn(loop);
     tc_runner_finish(&r);
     close(sv[0]);
