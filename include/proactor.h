@@ -341,13 +341,16 @@ typedef struct px_watch px_watch;
 #define PX_WATCH_WRITE 2u
 PX_API int px_watch_start(px_loop *loop, px_watch **out, int fd, unsigned events,
                           void (*fn)(px_watch *w, unsigned ready, void *user), void *user);
-/* Changes the events watched (0: none for now).  Loop thread only. */
-PX_API void px_watch_set(px_watch *w, unsigned events);
+/* Changes the events watched (0: none for now).  Loop thread only.  Returns 0,
+ * or the errno of changing the registration (the watch then reports nothing
+ * until a later change succeeds). */
+PX_API int px_watch_set(px_watch *w, unsigned events);
 /* The events watched now. */
 PX_API unsigned px_watch_events(const px_watch *w);
 /* Stops the watch and releases it: fn does not run again, even for readiness
  * already seen in this pass.  Also from inside fn.  Loop thread only.
- * Watches still running when the loop is destroyed are released with it. */
+ * Watches still running when the loop is destroyed are released with it.
+ * Stop a watch before closing its descriptor: the number may be reused at once. */
 PX_API void px_watch_stop(px_watch *w);
 
 /* ------------------------------------------------------------------------ */

@@ -41,13 +41,14 @@ int px_watch_start(px_loop *loop, px_watch **out, int fd, unsigned events,
     return 0;
 }
 
-void px_watch_set(px_watch *w, unsigned events)
+int px_watch_set(px_watch *w, unsigned events)
 {
-    events &= PX_WATCH_READ | PX_WATCH_WRITE;
-    if (!w || w->stopped || events == w->events)
-        return;
+    if (!w || w->stopped || (events & ~(PX_WATCH_READ | PX_WATCH_WRITE)))
+        return -EINVAL;
+    if (events == w->events)
+        return 0;
     w->events = events;
-    w->loop->be->watch_set(w->loop, w);
+    return w->loop->be->watch_set(w->loop, w);
 }
 
 unsigned px_watch_events(const px_watch *w)

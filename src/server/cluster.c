@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netdb.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -102,16 +104,19 @@ static void on_published(redisAsyncContext *ac, void *reply, void *priv)
 {
     (void)ac;
     pub_item *it = priv;
-    if (!reply) /* the connection broke before Redis answered */
+    redisReply *r = reply;
+    atomic_fetch_sub(&C.queued, 1);
+    if (!r) /* the connection broke before Redis answered */
         tell(it->from, "*** Error: the cluster connection broke; your last message may not "
                        "have been sent.");
+    else if (r->type == REDIS_REPLY_ERROR)
+        tell(it->from, "*** Error: Redis refused your message; it was not sent.");
     item_free(it);
 }
 
 static void do_publish(void *arg)
 {
     pub_item *it = arg;
-    atomic_fetch_sub(&C.queued, 1);
     if (C.pub && atomic_load(&C.up) &&
         redisAsyncCommand(C.pub, on_published, it, "PUBLISH %b %b", it->chan, it->chan_len,
                           it->payload, it->len) == REDIS_OK) {
@@ -119,8 +124,9 @@ static void do_publish(void *arg)
         it->payload = NULL;
         return;
     }
-    /* The cluster went away since the line was handed over: this server's members
-     * still get it, marked. */
+    /* Redis is unreachable (now, or since the line was handed over): this server's
+     * members still get it, marked, in the order the sender said it. */
+    atomic_fetch_sub(&C.queued, 1);
     const char *room = it->chan + strlen(C.prefix);
     const char *line = memchr(it->payload, '\n', it->len) + 1;
     size_t n = it->len - (size_t)(line - it->payload);
@@ -135,8 +141,6 @@ static void do_publish(void *arg)
 
 int cluster_publish(const char *room, uint64_t sender, px_stream *from, px_buf *line)
 {
-    if (!atomic_load(&C.up))
-        return -ENOTCONN;
     if (atomic_fetch_add(&C.queued, 1) >= CLUSTER_QUEUE_MAX) {
         atomic_fetch_sub(&C.queued, 1);
         return -EAGAIN;
@@ -242,10 +246,13 @@ static void went_down(const char *why)
     redisAsyncContext *pub = C.pub, *sub = C.sub;
     C.pub = C.sub = NULL;
     C.pub_ok = C.sub_ok = false;
+    /* Freed at once, not disconnected gracefully: a connection still flushing could
+     * put a sender's earlier line into Redis after a later one sent on the next
+     * connection.  Lines without an answer are reported to their senders. */
     if (pub)
-        redisAsyncDisconnect(pub);
+        redisAsyncFree(pub);
     if (sub)
-        redisAsyncDisconnect(sub);
+        redisAsyncFree(sub);
     if (C.stopping)
         return;
     if (was_up || !C.told_down)
@@ -301,6 +308,7 @@ static redisAsyncContext *open_one(void)
     }
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    redisEnableKeepAlive(&ac->c); /* a Redis that vanished without a reset is noticed */
     return ac;
 }
 
@@ -322,7 +330,7 @@ static void connect_all(void)
 static void start_on_loop(void *arg)
 {
     (void)arg;
-    connect_all();
+    connect_all(); /* nothing when cluster_stop came first */
 }
 
 int cluster_start(const srv_config *cfg, px_loop *loop)
@@ -332,6 +340,18 @@ int cluster_start(const srv_config *cfg, px_loop *loop)
     if (!srv_parse_redis_url(cfg->cluster, C.host, sizeof(C.host), &C.port, &C.db))
         return -EINVAL;
     snprintf(C.prefix, sizeof(C.prefix), "st_proactor:%d:room:", C.db);
+    /* Resolved once, here: hiredis would resolve the name on the loop thread, blocking
+     * every client for as long as DNS takes, at every reconnection. */
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
+    if (getaddrinfo(C.host, NULL, &hints, &res) == 0) {
+        char ip[INET6_ADDRSTRLEN];
+        const void *a = res->ai_family == AF_INET
+                            ? (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr
+                            : (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr;
+        if (inet_ntop(res->ai_family, a, ip, sizeof(ip)))
+            snprintf(C.host, sizeof(C.host), "%s", ip);
+        freeaddrinfo(res);
+    }
     unsigned long long nonce = 0;
     if (getrandom(&nonce, sizeof(nonce), 0) != (ssize_t)sizeof(nonce))
         nonce = (unsigned long long)getpid() ^ px_now_ms();

@@ -30,10 +30,10 @@ int cluster_start(const srv_config *cfg, px_loop *loop);
 bool cluster_enabled(void);
 bool cluster_up(void);
 /* Hands a formatted line (with its CRLF) said in room by session id sender (0:
- * it goes to the sender too) to Redis.  0; -ENOTCONN when Redis is unreachable
- * (the caller delivers it here only, marked); -EAGAIN when the queue towards
- * Redis is full (the caller refuses it).  If Redis goes away before the line is
- * handed to it, this server's members get it marked "[local]".  Any thread. */
+ * it goes to the sender too) to Redis, through the loop thread, in order.  0, or
+ * -EAGAIN when CLUSTER_QUEUE_MAX lines already wait for Redis's answer (the
+ * caller refuses it), or -ENOMEM.  While Redis is unreachable the line reaches
+ * this server's members only, marked "[local]".  Any thread. */
 int cluster_publish(const char *room, uint64_t sender, px_stream *from, px_buf *line);
 /* Disconnects (loop thread, at shutdown). */
 void cluster_stop(void);

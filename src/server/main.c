@@ -183,6 +183,7 @@ int main(int argc, char **argv)
         else
             fprintf(stderr, "st_proactor: cannot listen on port %u: %s\n", cfg.port,
                     rc == -EADDRINUSE ? "address already in use" : px_strerror(rc));
+        cluster_stop();
         px_loop_destroy(the_loop);
         chat_fini();
         return bad_bind ? 2 : 1;

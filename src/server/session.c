@@ -495,17 +495,10 @@ static void say(chat_session *s, const char *text, size_t len, bool action)
     } else {
         /* Delivered here, too, only when it comes back from Redis: one order for all. */
         int rc = cluster_publish(chat_room_name(s->room), action ? 0 : s->id, s->stream, msg);
-        if (rc == -ENOTCONN) { /* Redis is unreachable: this server only, marked */
-            px_buf *local = chat_fmt("[local] %.*s", (int)px_buf_len(msg) - 2,
-                                     (const char *)px_buf_data(msg));
-            if (local)
-                chat_room_send(s->room, action ? NULL : s, local, true);
-            else
-                reply(s, "*** Error: out of memory; your message was not sent.");
-            px_buf_release(local);
-        } else if (rc) {
+        if (rc == -EAGAIN)
             reply(s, "*** Error: the cluster is too slow right now; your message was not sent.");
-        }
+        else if (rc)
+            reply(s, "*** Error: out of memory; your message was not sent.");
     }
     px_buf_release(msg);
     if (srv_log_enabled(SRV_LOG_DEBUG))
@@ -585,9 +578,10 @@ static void on_open(px_stream *st, void *user)
         reply(s, "*** Welcome to st_proactor, %s! %u user%s online. Type /help for commands.",
               s->nick, online, online == 1 ? "" : "s");
     s->room = chat_room_enter(CHAT_LOBBY, s, !cfg->raw);
+    online = registry_publish(s);
+    /* After publishing: from now on chat_notice_all reaches it too (at worst twice). */
     if (cluster_enabled() && !cluster_up())
         reply(s, "%s", CLUSTER_DOWN_NOTICE);
-    online = registry_publish(s);
     px_stream_set_user(st, s);
     if (!s->room || atomic_load(&s->reason)) {
         chat_set_reason(s, "out of memory");

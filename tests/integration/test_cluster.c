@@ -203,3 +203,38 @@ Test(cluster, redis_unreachable_at_start)
     h_close_all((h_proc *const[]){&c1, &c2}, 2);
     h_server_stop(&a);
 }
+
+/* Redis stops answering (SIGSTOP): once 10,000 lines wait for its answer, senders are
+ * told their lines were not sent, nobody else waits, and all flows again after SIGCONT. */
+Test(cluster, slow_redis_is_bounded)
+{
+    redis r;
+    redis_start(&r, 0);
+    h_server a;
+    cr_assert(h_server_start(&a, "--cluster", r.url, "--flood", "0", NULL));
+    cr_assert(h_wait_line(&a.proc.err, "cluster: connected to Redis", NULL, NULL, 0, H_WAIT_MS));
+    h_proc p, q;
+    char pn[32], qn[32], line[256];
+    cr_assert(h_chat_connect(&a, &p, 1, pn, sizeof pn));
+    cr_assert(h_chat_connect(&a, &q, 2, qn, sizeof qn));
+    cr_assert_eq(kill(r.proc.pid, SIGSTOP), 0);
+    enum { LINES = 12000 };
+    char *burst = malloc(LINES * 16);
+    cr_assert_not_null(burst);
+    size_t len = 0;
+    for (int i = 0; i < LINES; i++)
+        len += (size_t)sprintf(burst + len, "line %d\n", i);
+    cr_assert(h_write(p.in, burst, len));
+    free(burst);
+    cr_assert(h_wait_line(&p.out, "the cluster is too slow right now", NULL, NULL, 0, H_WAIT_MS),
+              "no sender was told");
+    /* The other client is not held up: the server answers it at once. */
+    cr_assert(h_send(&q, "/rooms\n"));
+    cr_assert(h_wait_line(&q.out, "room", NULL, NULL, 0, H_WAIT_MS), "the server stalled");
+    cr_assert_eq(kill(r.proc.pid, SIGCONT), 0);
+    snprintf(line, sizeof line, "<%s> line 0\r\n", pn);
+    cr_assert(h_wait_line(&q.out, line, NULL, NULL, 0, H_WAIT_MS), "nothing came after SIGCONT");
+    h_close_all((h_proc *const[]){&p, &q}, 2);
+    h_server_stop(&a);
+    redis_stop(&r);
+}
