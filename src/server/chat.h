@@ -79,9 +79,10 @@ void chat_rooms_fini(void);
  * room, or NULL when out of memory. */
 chat_room *chat_room_enter(const char *name, chat_session *s, bool announce);
 /* Sends msg to every member of the room named name on this server but the
- * session with id except (0: none), and keeps it in the room's history: a line
- * that came back from the cluster.  Nothing when nobody here is in the room. */
-void chat_room_deliver(const char *name, uint64_t except, px_buf *msg);
+ * session with id except (0: none), and keeps it in the room's history if
+ * asked: a line that came back from the cluster.  Nothing when nobody here is
+ * in the room. */
+void chat_room_deliver(const char *name, uint64_t except, px_buf *msg, bool history);
 /* Leaves r; notice (may be NULL) goes to the remaining members. */
 void chat_room_leave(chat_room *r, chat_session *s, px_buf *notice);
 /* Sends msg to every member but from (NULL: everyone), in the room's order;

@@ -80,12 +80,14 @@ bool cluster_up(void)
 typedef struct pub_item {
     px_stream *from; /* retained: told if the line could not be sent */
     size_t chan_len, len;
-    char *payload;   /* "TAG ID\n" + the line */
+    char *payload;   /* "TAG ID H\n" + the line (H: 1 to keep it in the room's history) */
     char chan[];
 } pub_item;
 
 static void tell(px_stream *s, const char *text)
 {
+    if (!s)
+        return;
     px_buf *b = chat_fmt("%s", text);
     if (b) {
         px_stream_send(s, b);
@@ -95,7 +97,8 @@ static void tell(px_stream *s, const char *text)
 
 static void item_free(pub_item *it)
 {
-    px_stream_release(it->from);
+    if (it->from)
+        px_stream_release(it->from);
     free(it->payload);
     free(it);
 }
@@ -131,15 +134,17 @@ static void do_publish(void *arg)
     const char *line = memchr(it->payload, '\n', it->len) + 1;
     size_t n = it->len - (size_t)(line - it->payload);
     uint64_t except = strtoull(it->payload + strlen(C.tag) + 1, NULL, 10);
+    bool history = line - it->payload >= 3 && line[-2] == '1';
     px_buf *b = chat_fmt("[local] %.*s", (int)(n >= 2 ? n - 2 : n), line);
     if (b) {
-        chat_room_deliver(room, except, b);
+        chat_room_deliver(room, except, b, history);
         px_buf_release(b);
     }
     item_free(it);
 }
 
-int cluster_publish(const char *room, uint64_t sender, px_stream *from, px_buf *line)
+int cluster_publish(const char *room, uint64_t sender, px_stream *from, px_buf *line,
+                    bool history)
 {
     if (atomic_fetch_add(&C.queued, 1) >= CLUSTER_QUEUE_MAX) {
         atomic_fetch_sub(&C.queued, 1);
@@ -148,7 +153,8 @@ int cluster_publish(const char *room, uint64_t sender, px_stream *from, px_buf *
     size_t chan_len = strlen(C.prefix) + strlen(room);
     pub_item *it = malloc(sizeof(*it) + chan_len + 1);
     char head[128];
-    int hl = snprintf(head, sizeof(head), "%s %llu\n", C.tag, (unsigned long long)sender);
+    int hl = snprintf(head, sizeof(head), "%s %llu %d\n", C.tag, (unsigned long long)sender,
+                      history ? 1 : 0);
     size_t n = px_buf_len(line);
     char *payload = it ? malloc((size_t)hl + n) : NULL;
     if (!payload) {
@@ -158,7 +164,7 @@ int cluster_publish(const char *room, uint64_t sender, px_stream *from, px_buf *
     }
     memcpy(payload, head, (size_t)hl);
     memcpy(payload + hl, px_buf_data(line), n);
-    *it = (pub_item){.from = px_stream_retain(from), .chan_len = chan_len,
+    *it = (pub_item){.from = from ? px_stream_retain(from) : NULL, .chan_len = chan_len,
                      .len = (size_t)hl + n, .payload = payload};
     snprintf(it->chan, chan_len + 1, "%s%s", C.prefix, room);
     if (px_loop_post(C.loop, do_publish, it) != 0) {
@@ -211,16 +217,18 @@ static void on_pmessage(redisAsyncContext *ac, void *reply, void *priv)
     const char *nl = memchr(msg->str, '\n', msg->len);
     if (!nl)
         return;
-    /* "TAG ID": a line of this node's names the sender, who does not get it back. */
+    /* "TAG ID H": a line of this node's names the sender, who does not get it back;
+     * H says whether it goes into the room's history. */
     uint64_t except = 0;
     size_t tl = strlen(C.tag);
     if ((size_t)(nl - msg->str) > tl + 1 && memcmp(msg->str, C.tag, tl) == 0 &&
         msg->str[tl] == ' ')
         except = strtoull(msg->str + tl + 1, NULL, 10);
+    bool history = nl - msg->str >= 2 && nl[-1] == '1' && nl[-2] == ' ';
     px_buf *line;
     size_t n = msg->len - (size_t)(nl + 1 - msg->str);
     if (n && px_buf_new(&line, nl + 1, n) == 0) {
-        chat_room_deliver(room, except, line);
+        chat_room_deliver(room, except, line, history);
         px_buf_release(line);
     }
 }

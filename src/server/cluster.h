@@ -30,11 +30,14 @@ int cluster_start(const srv_config *cfg, px_loop *loop);
 bool cluster_enabled(void);
 bool cluster_up(void);
 /* Hands a formatted line (with its CRLF) said in room by session id sender (0:
- * it goes to the sender too) to Redis, through the loop thread, in order.  0, or
+ * it goes to the sender too) to Redis, through the loop thread, in order; from
+ * (may be NULL) is told when the line could not be sent; history: the room keeps
+ * it for newcomers (messages, not notices).  0, or
  * -EAGAIN when CLUSTER_QUEUE_MAX lines already wait for Redis's answer (the
  * caller refuses it), or -ENOMEM.  While Redis is unreachable the line reaches
  * this server's members only, marked "[local]".  Any thread. */
-int cluster_publish(const char *room, uint64_t sender, px_stream *from, px_buf *line);
+int cluster_publish(const char *room, uint64_t sender, px_stream *from, px_buf *line,
+                    bool history);
 /* Disconnects (loop thread, at shutdown). */
 void cluster_stop(void);
 

@@ -6,6 +6,7 @@
  * member's queue (the one copy of the message is shared).
  */
 #include "chat.h"
+#include "cluster.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -137,6 +138,17 @@ static void send_all_locked(chat_room *r, chat_session *from, px_buf *msg)
             chat_send(r->members[i], msg);
 }
 
+/* A join or leave notice, about s (NULL: it is leaving), under r->lock: to the
+ * members here, or in a cluster to the room on every server, in the room's one
+ * order (s, who is about to join, does not get its own). */
+static void announce_locked(chat_room *r, chat_session *s, px_buf *notice)
+{
+    if (!cluster_enabled())
+        send_all_locked(r, NULL, notice);
+    else if (cluster_publish(r->name, s ? s->id : 0, s ? s->stream : NULL, notice, false) != 0)
+        send_all_locked(r, NULL, notice); /* the queue is full: this server at least */
+}
+
 chat_room *chat_room_enter(const char *name, chat_session *s, bool announce)
 {
     pthread_mutex_lock(&rooms_lock);
@@ -173,7 +185,7 @@ chat_room *chat_room_enter(const char *name, chat_session *s, bool announce)
                              ? chat_fmt("*** %s has joined %s.", s->nick, r->name)
                              : NULL;
         if (notice) {
-            send_all_locked(r, NULL, notice);
+            announce_locked(r, s, notice);
             px_buf_release(notice);
         }
     }
@@ -193,7 +205,7 @@ void chat_room_leave(chat_room *r, chat_session *s, px_buf *notice)
         last->room_idx = i;
     }
     if (notice && r->nmembers + 1 <= announce_max) /* as for joins */
-        send_all_locked(r, NULL, notice);
+        announce_locked(r, NULL, notice);
     if (r->nmembers == 0 && r->cap > 8) {
         free(r->members);
         r->members = NULL;
@@ -235,7 +247,7 @@ void chat_room_send(chat_room *r, chat_session *from, px_buf *msg, bool history)
     pthread_mutex_unlock(&r->lock);
 }
 
-void chat_room_deliver(const char *name, uint64_t except, px_buf *msg)
+void chat_room_deliver(const char *name, uint64_t except, px_buf *msg, bool history)
 {
     pthread_mutex_lock(&rooms_lock);
     chat_room *r = NULL;
@@ -253,7 +265,8 @@ void chat_room_deliver(const char *name, uint64_t except, px_buf *msg)
     for (unsigned i = 0; i < r->nmembers; i++)
         if (!except || r->members[i]->id != except)
             chat_send(r->members[i], msg);
-    hist_add_locked(r, msg);
+    if (history)
+        hist_add_locked(r, msg);
     pthread_mutex_unlock(&r->lock);
     room_put(r);
 }

@@ -347,7 +347,9 @@ static void cmd_nick(chat_session *s, const chat_cmd *c)
     }
     px_buf *notice = chat_fmt("*** %s is now known as %s.", old, name);
     if (notice) {
-        chat_room_send(s->room, s, notice, false);
+        if (!cluster_enabled() ||
+            cluster_publish(chat_room_name(s->room), s->id, s->stream, notice, false) != 0)
+            chat_room_send(s->room, s, notice, false);
         px_buf_release(notice);
     }
     reply(s, "*** You are now known as %s.", name);
@@ -494,7 +496,8 @@ static void say(chat_session *s, const char *text, size_t len, bool action)
         chat_room_send(s->room, action ? NULL : s, msg, true);
     } else {
         /* Delivered here, too, only when it comes back from Redis: one order for all. */
-        int rc = cluster_publish(chat_room_name(s->room), action ? 0 : s->id, s->stream, msg);
+        int rc = cluster_publish(chat_room_name(s->room), action ? 0 : s->id, s->stream, msg,
+                                 true);
         if (rc == -EAGAIN)
             reply(s, "*** Error: the cluster is too slow right now; your message was not sent.");
         else if (rc)
