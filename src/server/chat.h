@@ -83,6 +83,10 @@ chat_room *chat_room_enter(const char *name, chat_session *s, bool announce);
  * asked: a line that came back from the cluster.  Nothing when nobody here is
  * in the room. */
 void chat_room_deliver(const char *name, uint64_t except, px_buf *msg, bool history);
+/* Sends bye (may be NULL) to every member of every room and closes them
+ * gracefully, a room at a time under its lock: a line relayed to a room
+ * meanwhile reaches all of its members or none (shutdown). */
+void chat_rooms_close_all(px_buf *bye);
 /* Leaves r; notice (may be NULL) goes to the remaining members. */
 void chat_room_leave(chat_room *r, chat_session *s, px_buf *notice);
 /* Sends msg to every member but from (NULL: everyone), in the room's order;

@@ -302,3 +302,20 @@ out:
     pthread_mutex_unlock(&rooms_lock);
     return n;
 }
+
+void chat_rooms_close_all(px_buf *bye)
+{
+    pthread_mutex_lock(&rooms_lock);
+    for (unsigned i = 0; table && i < table_size; i++) {
+        for (chat_room *r = table[i]; r; r = r->next) {
+            pthread_mutex_lock(&r->lock);
+            for (unsigned k = 0; k < r->nmembers; k++) {
+                if (bye)
+                    px_stream_send(r->members[k]->stream, bye);
+                px_stream_close(r->members[k]->stream);
+            }
+            pthread_mutex_unlock(&r->lock);
+        }
+    }
+    pthread_mutex_unlock(&rooms_lock);
+}

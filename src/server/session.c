@@ -783,6 +783,10 @@ static unsigned dismiss(uint64_t idle_before, const char *reason, const char *la
     unsigned n;
     px_stream **who = collect(idle_before, reason, max, &n);
     px_buf *bye = n && !cfg->raw ? chat_fmt("%s", last_line) : NULL;
+    /* Everyone at once: room by room under each room's lock, so that a line being
+     * relayed right now reaches all of its room or nobody; then anyone not in a room. */
+    if (!idle_before)
+        chat_rooms_close_all(bye);
     for (unsigned i = 0; who && i < n; i++) {
         if (bye)
             px_stream_send(who[i], bye);
