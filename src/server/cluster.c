@@ -4,23 +4,22 @@
 #include "log.h"
 #include "redis_px.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <hiredis/hiredis.h>
+#include <netdb.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
-#include <netdb.h>
 #include <sys/random.h>
 #include <unistd.h>
 
-#define CLUSTER_QUEUE_MAX 10000 /* lines handed over and not yet given to hiredis */
+#define CLUSTER_QUEUE_MAX 10000 /* lines handed over and not yet answered by Redis */
 #define RETRY_MIN_MS 100
 #define RETRY_MAX_MS 5000
 
 static struct {
-    const srv_config *cfg;
     px_loop *loop;
     char host[256];
     int port, db;
@@ -79,7 +78,9 @@ bool cluster_up(void)
 
 typedef struct pub_item {
     px_stream *from; /* retained: told if the line could not be sent */
-    size_t chan_len, len;
+    uint64_t sender; /* as in the payload's header, for a local delivery */
+    bool history;
+    size_t chan_len, len, head_len;
     char *payload;   /* "TAG ID H\n" + the line (H: 1 to keep it in the room's history) */
     char chan[];
 } pub_item;
@@ -130,14 +131,11 @@ static void do_publish(void *arg)
     /* Redis is unreachable (now, or since the line was handed over): this server's
      * members still get it, marked, in the order the sender said it. */
     atomic_fetch_sub(&C.queued, 1);
-    const char *room = it->chan + strlen(C.prefix);
-    const char *line = memchr(it->payload, '\n', it->len) + 1;
-    size_t n = it->len - (size_t)(line - it->payload);
-    uint64_t except = strtoull(it->payload + strlen(C.tag) + 1, NULL, 10);
-    bool history = line - it->payload >= 3 && line[-2] == '1';
+    const char *line = it->payload + it->head_len;
+    size_t n = it->len - it->head_len; /* ends with CRLF */
     px_buf *b = chat_fmt("[local] %.*s", (int)(n >= 2 ? n - 2 : n), line);
     if (b) {
-        chat_room_deliver(room, except, b, history);
+        chat_room_deliver(it->chan + strlen(C.prefix), it->sender, b, it->history);
         px_buf_release(b);
     }
     item_free(it);
@@ -164,8 +162,9 @@ int cluster_publish(const char *room, uint64_t sender, px_stream *from, px_buf *
     }
     memcpy(payload, head, (size_t)hl);
     memcpy(payload + hl, px_buf_data(line), n);
-    *it = (pub_item){.from = from ? px_stream_retain(from) : NULL, .chan_len = chan_len,
-                     .len = (size_t)hl + n, .payload = payload};
+    *it = (pub_item){.from = from ? px_stream_retain(from) : NULL, .sender = sender,
+                     .history = history, .chan_len = chan_len, .len = (size_t)hl + n,
+                     .head_len = (size_t)hl, .payload = payload};
     snprintf(it->chan, chan_len + 1, "%s%s", C.prefix, room);
     if (px_loop_post(C.loop, do_publish, it) != 0) {
         item_free(it);
@@ -343,7 +342,6 @@ static void start_on_loop(void *arg)
 
 int cluster_start(const srv_config *cfg, px_loop *loop)
 {
-    C.cfg = cfg;
     C.loop = loop;
     if (!srv_parse_redis_url(cfg->cluster, C.host, sizeof(C.host), &C.port, &C.db))
         return -EINVAL;
