@@ -164,6 +164,7 @@ Test(watch, thread_and_argument_checks)
     close(file);
     tc_runner r;
     tc_runner_start(&r, loop);
+    tc_run_on_loop(loop, noop, NULL); /* the loop runs now: other threads are refused */
     cr_expect_eq(px_watch_start(loop, &w, sv[0], PX_WATCH_READ, on_ready, &c), -EPERM,
                  "started from a thread other than the running loop's");
     start_args a = {.loop = loop, .fd = sv[0], .c = &c};
