@@ -19,6 +19,7 @@
  * naming it arrives; when that has happened for every client, a second round makes sure
  * each client has also read everything queued to it before that point.
  */
+#include "proactor/internal.h" /* stall reports show the streams' state */
 #include "server/chat.h"
 #include "server/log.h"
 
@@ -54,6 +55,7 @@ static void check(int ok, const char *what)
 
 typedef struct client {
     int fd;
+    px_stream *st; /* held until the end of the input, for stall reports */
     char nick[CHAT_NICK_MAX + 1];
     chat_framer model;
     bool commands; /* the model saw a command line (other than the syncs) */
@@ -101,6 +103,44 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
+static client *clients; /* this input's, for stall reports */
+static int nclients;
+
+/* Before a stall aborts: what each client received last and what state its stream is in
+ * (read racily: the loop is stuck or idle by then), and with FUZZ_STALL_GDB set every
+ * thread's stack. */
+static void report_stall(const client *waiting)
+{
+    fprintf(stderr, "fuzz_session: stall waiting for client %d; online %u\n",
+            (int)(waiting - clients), chat_online());
+    for (int i = 0; i < nclients; i++) {
+        const client *c = &clients[i];
+        const px_stream *s = c->st;
+        size_t tail = c->rx_len < 200 ? c->rx_len : 200;
+        fprintf(stderr,
+                "client %d: gone %d commands %d received %zu (scan %zu), last: %.*s\n"
+                "  stream: state %d cause %d refs %u req %u queued %u busy %d want_read %d "
+                "want_flush %d pend %d close_sent %d no_data %d q_len %u q_bytes %zu "
+                "send_closed %d flush_pending %d kept %zu read_after %llu (now %llu) "
+                "be r%d w%d rdhup%d want_r%d want_w%d fd_closing %d\n",
+                i, c->gone, c->commands, c->rx_len, c->scan, (int)tail,
+                c->rx + c->rx_len - tail, (int)s->state, s->cause, atomic_load(&s->refs),
+                atomic_load(&s->req), s->req_queued, s->busy, s->want_read, s->want_flush,
+                s->pend_queued, s->close_sent, atomic_load(&s->no_data), s->q_len,
+                s->q_bytes, s->send_closed, s->flush_pending, s->kept_len,
+                (unsigned long long)atomic_load(&s->read_after_ms),
+                (unsigned long long)px_now_ms(), s->be_readable, s->be_writable,
+                s->be_rdhup, s->be_want_read, s->be_want_write, s->fd_closing);
+    }
+    if (getenv("FUZZ_STALL_GDB")) {
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "gdb -p %d -batch -ex 'thread apply all bt' 1>&2",
+                 (int)getpid());
+        if (system(cmd) != 0)
+            fprintf(stderr, "fuzz_session: gdb failed\n");
+    }
+}
+
 /* Reads what has arrived, waiting up to TIMEOUT_MS for something; false at the end of
  * the stream. */
 static bool receive(client *c)
@@ -109,6 +149,8 @@ static bool receive(client *c)
         return false;
     struct pollfd p = {.fd = c->fd, .events = POLLIN};
     int n = poll(&p, 1, TIMEOUT_MS);
+    if (n != 1)
+        report_stall(c);
     check(n == 1, "the server did not answer within 10 s");
     if (c->rx_cap - c->rx_len < 4096) {
         c->rx_cap = c->rx_cap ? c->rx_cap * 2 : 16384;
@@ -298,6 +340,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     int k = 2 + data[0] % (MAX_CLIENTS - 1);
     client cl[MAX_CLIENTS] = {0};
+    clients = cl;
+    nclients = k;
     /* Every session of the previous input has gone by now (its clients closed while
      * libFuzzer prepared this input). */
     for (int waited = 0; chat_online() > 0; waited++) {
@@ -311,6 +355,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check(px_stream_open(loop, &st, sv[0], &chat_session_handlers, NULL,
                              &(px_stream_opts){.sendq_bytes = cfg.sendq}) == 0,
               "px_stream_open");
+        px_stream_retain(st);
+        cl[i].st = st;
         cl[i].fd = sv[1];
         check(chat_framer_init(&cl[i].model, MAX_LINE, true) == 0, "chat_framer_init");
     }
@@ -351,6 +397,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     for (int i = 0; i < k; i++) {
         close(cl[i].fd);
+        px_stream_release(cl[i].st);
         chat_framer_free(&cl[i].model);
         free(cl[i].rx);
         for (size_t m = 0; m < cl[i].nsent; m++)
