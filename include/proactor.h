@@ -247,6 +247,20 @@ PX_API void px_stream_abort(px_stream *s);
  * Any thread. */
 PX_API void px_stream_pause(px_stream *s, uint64_t delay_ms);
 
+/* Ends a pause (px_stream_pause) now: reading resumes at once.  Any thread. */
+PX_API void px_stream_resume(px_stream *s);
+
+/* Runs fn(s, arg, user) through the stream's executor, in order with its
+ * handlers: never at the same time as one of them, after on_open and before
+ * on_close (also when the stream is closing), calls in the order they were
+ * made.  This is how work finished elsewhere (an answer from another
+ * service, a timer on the loop thread) comes back to the stream's own
+ * context.  Reading goes on meanwhile unless the stream is paused.  Any
+ * thread.  Returns 0 (fn will run exactly once), -EPIPE when on_close has
+ * been dispatched already (fn will never run), -EINVAL or -ENOMEM. */
+PX_API int px_stream_call(px_stream *s, void (*fn)(px_stream *s, void *arg, void *user),
+                          void *arg);
+
 /* From inside on_data only: the last n bytes of this chunk were not used;
  * deliver them again, before anything new, at the stream's next read (after
  * a pause, if one is set).  With px_stream_pause this lets an application

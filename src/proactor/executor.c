@@ -42,6 +42,13 @@ void px__exec_run_event(px_stream *s)
     case PX_EV_CLOSE:
         s->h.on_close(s, s->cause, user);
         break;
+    case PX_EV_CALL: {
+        px_call *c = s->ev_call;
+        s->ev_call = NULL;
+        c->fn(s, c->arg, user);
+        free(c);
+        break;
+    }
     case PX_EV_NONE:
         break;
     }

@@ -74,7 +74,15 @@ typedef enum px_event {
     PX_EV_OPEN,
     PX_EV_DATA,
     PX_EV_CLOSE,
+    PX_EV_CALL, /* px_stream_call: the first of s->calls */
 } px_event;
+
+/* A px_stream_call waiting for its turn. */
+typedef struct px_call {
+    void (*fn)(px_stream *s, void *arg, void *user);
+    void *arg;
+    struct px_call *next;
+} px_call;
 
 /* Requests other threads make of a stream's loop, as bits in px_stream.req. */
 enum {
@@ -83,6 +91,8 @@ enum {
     PX_REQ_CLOSE = 1u << 2, /* px_stream_close */
     PX_REQ_ABORT = 1u << 3, /* px_stream_abort */
     PX_REQ_DONE = 1u << 4,  /* the executor finished the stream's event */
+    PX_REQ_CALL = 1u << 5,  /* px_stream_call queued a call */
+    PX_REQ_RESUME = 1u << 6, /* px_stream_resume */
 };
 
 struct px_stream {
@@ -111,6 +121,9 @@ struct px_stream {
     size_t q_max;
     bool send_closed;   /* refuse new sends */
     bool flush_pending; /* a FLUSH request is on its way to the loop */
+    px_call *calls, **calls_tail; /* px_stream_call, in order */
+    bool calls_closed;  /* on_close dispatched: refuse new calls */
+    atomic_uint ncalls; /* calls queued, read without the lock by the loop */
 
     /* Loop thread only. */
     px_stream_state state;
@@ -124,6 +137,7 @@ struct px_stream {
     bool is_socket;
     bool can_read;     /* not a write-only descriptor */
     px_event ev;       /* the event given to the executor */
+    px_call *ev_call;  /* for PX_EV_CALL */
     char *ev_data;
     size_t ev_len;
     bool ev_owned;     /* ev_data is a heap copy the executor frees */

@@ -38,6 +38,8 @@ px_stream *px__stream_new(px_loop *loop, int fd, const px_stream_handlers *h,
     atomic_init(&s->req, 0);
     atomic_init(&s->no_data, false);
     pthread_mutex_init(&s->lock, NULL);
+    s->calls_tail = &s->calls;
+    atomic_init(&s->ncalls, 0);
     s->q_max = opts && opts->sendq_bytes ? opts->sendq_bytes : loop->opts.sendq_bytes;
     s->state = PX_ST_NEW;
     struct stat st;
@@ -60,7 +62,8 @@ void px_stream_release(px_stream *s)
 {
     if (!s || px__refs_dec(&s->refs) != 0)
         return;
-    /* The queue was emptied when the stream closed. */
+    /* The queue was emptied when the stream closed, and every call ran
+     * before on_close. */
     free(s->q);
     free(s->kept);
     pthread_mutex_destroy(&s->lock);
@@ -106,8 +109,36 @@ static void dispatch(px_stream *s, px_event ev)
     px__exec_submit(s->loop, s);
 }
 
+/* Dispatches the first queued px_stream_call, if any; with close, when none is
+ * queued, refuses further calls (under the lock, so a call is either run or
+ * refused).  True if something was dispatched. */
+static bool dispatch_call(px_stream *s, bool close)
+{
+    if (!close && !atomic_load(&s->ncalls))
+        return false;
+    pthread_mutex_lock(&s->lock);
+    px_call *c = s->calls;
+    if (c) {
+        s->calls = c->next;
+        if (!s->calls)
+            s->calls_tail = &s->calls;
+        atomic_fetch_sub(&s->ncalls, 1);
+    } else if (close) {
+        s->calls_closed = true;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (!c)
+        return false;
+    s->ev_call = c;
+    dispatch(s, PX_EV_CALL);
+    return true;
+}
+
+/* Calls queued before the close run first. */
 static void dispatch_close(px_stream *s)
 {
+    if (dispatch_call(s, true))
+        return;
     s->close_sent = true;
     dispatch(s, PX_EV_CLOSE);
 }
@@ -161,11 +192,19 @@ void px__stream_event_done(px_stream *s)
         dispatch_close(s);
         return;
     }
+    if (prev == PX_EV_CALL) {
+        /* Reading goes on as before the call: a receive armed then is still
+         * armed, and bytes it brought meanwhile wait in kept (want_read). */
+        px__schedule(s);
+        return;
+    }
     if (s->state == PX_ST_OPEN && s->can_read) {
         s->want_read = true;
         px__schedule(s);
     }
 }
+
+static void cancel_pause(px_stream *s);
 
 void px__stream_handle_requests(px_stream *s, unsigned bits)
 {
@@ -179,6 +218,12 @@ void px__stream_handle_requests(px_stream *s, unsigned bits)
         s->want_flush = true;
     if (bits & PX_REQ_DONE)
         px__stream_event_done(s);
+    if (bits & PX_REQ_RESUME) {
+        cancel_pause(s);
+        px__schedule(s);
+    }
+    if (bits & PX_REQ_CALL)
+        px__schedule(s);
 }
 
 static void cancel_pause(px_stream *s)
@@ -218,6 +263,9 @@ void px__stream_progress(px_stream *s)
         dispatch(s, PX_EV_OPEN);
         return; /* reading starts when on_open has returned */
     }
+    if (!s->busy && !s->want_open && s->state != PX_ST_NEW && !s->close_sent &&
+        dispatch_call(s, false))
+        return;
     if (s->want_flush && (s->state == PX_ST_OPEN || s->state == PX_ST_CLOSING)) {
         s->want_flush = false;
         pthread_mutex_lock(&s->lock);
@@ -272,6 +320,36 @@ int px_stream_keep(px_stream *s, size_t n)
     return 0;
 }
 
+void px_stream_resume(px_stream *s)
+{
+    atomic_store_explicit(&s->read_after_ms, 0, memory_order_release);
+    px__stream_request(s, PX_REQ_RESUME);
+}
+
+int px_stream_call(px_stream *s, void (*fn)(px_stream *s, void *arg, void *user), void *arg)
+{
+    if (!s || !fn)
+        return -EINVAL;
+    px_call *c = malloc(sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    *c = (px_call){.fn = fn, .arg = arg};
+    pthread_mutex_lock(&s->lock);
+    bool refused = s->calls_closed;
+    if (!refused) {
+        *s->calls_tail = c;
+        s->calls_tail = &c->next;
+        atomic_fetch_add(&s->ncalls, 1);
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (refused) {
+        free(c);
+        return -EPIPE;
+    }
+    px__stream_request(s, PX_REQ_CALL);
+    return 0;
+}
+
 void px_stream_pause(px_stream *s, uint64_t delay_ms)
 {
     uint64_t until = px__deadline(px_now_ms(), delay_ms);
@@ -297,9 +375,10 @@ void px__stream_received(px_stream *s, const char *data, ssize_t n)
     if (atomic_load(&s->no_data))
         return; /* close requested: its request is on the way */
     uint64_t after = atomic_load_explicit(&s->read_after_ms, memory_order_acquire);
-    if (after && after > px_now_ms()) {
+    if (s->busy || (after && after > px_now_ms())) {
         /* A backend that had a receive armed delivered while the stream was
-         * paused: hold the bytes back until the pause ends. */
+         * paused, or while a px_stream_call runs: hold the bytes back until
+         * the pause ends or the call is done. */
         char *copy = malloc((size_t)n + s->kept_len);
         if (!copy) {
             px__stream_begin_close(s, -ENOMEM, true);
