@@ -41,6 +41,13 @@ typedef struct chat_session {
     char quit_msg[128];           /* "quit: ..." (own handlers) */
     bool idle_kicked;             /* under the registry lock */
     bool published;               /* named and counted online; registry lock */
+    char where[CHAT_ROOM_MAX + 1]; /* its room's name, under the registry lock */
+    /* A question to the cluster in flight (own handlers): the session reads no
+     * more lines until its answer has been handled. */
+    bool waiting;
+    char *pending_text;                     /* /msg: the text, for the echo */
+    char pending_name[CHAT_NICK_MAX + 1];   /* /nick: the new name; /msg: the target */
+    char pending_room[CHAT_ROOM_MAX + 1];   /* /join: where to */
     struct chat_session *prev, *next; /* session list, under the registry lock */
 } chat_session;
 
@@ -49,6 +56,11 @@ extern const px_stream_handlers chat_session_handlers;
 /* Returns 0, or -ENOMEM. */
 int chat_init(const srv_config *cfg, px_loop *loop);
 unsigned chat_online(void);
+/* Calls fn for each local user that has a name (under the registry lock: fn must not
+ * call back into the registry). */
+void chat_presence_each(void (*fn)(const char *name, const char *room, void *ctx), void *ctx);
+/* Sends line to the local user called name (any case); 0, -ENOENT, or chat_send's error. */
+int chat_tell(const char *name, size_t len, px_buf *line);
 /* Tells every client the server is going, closes them gracefully and has
  * px_loop_stop(loop) called when the last one has gone.  Returns how many
  * clients there were. */

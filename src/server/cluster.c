@@ -24,11 +24,14 @@ static struct {
     char host[256];
     int port, db;
     char prefix[48]; /* "st_proactor:DB:room:" */
+    char base[40];   /* "st_proactor:DB:", before presence keys */
     char tag[80];    /* this node: its name and a random suffix */
+    char ttl[12];    /* --cluster-ttl, as Redis takes it */
+    unsigned ttl_s;
     /* Loop thread only. */
     redisAsyncContext *pub, *sub;
     bool pub_ok, sub_ok, stopping, told_down;
-    px_timer *retry;
+    px_timer *retry, *heartbeat;
     unsigned backoff_ms;
     /* Any thread. */
     atomic_bool up;
@@ -178,6 +181,7 @@ int cluster_publish(const char *room, uint64_t sender, px_stream *from, px_buf *
 /* Receiving (loop thread)                                                   */
 
 static void on_pmessage(redisAsyncContext *ac, void *reply, void *priv);
+static void presence_sync(void);
 
 static void became_up(void)
 {
@@ -186,6 +190,7 @@ static void became_up(void)
     atomic_store(&C.up, true);
     C.backoff_ms = RETRY_MIN_MS;
     srv_log(SRV_LOG_INFO, "cluster: connected to Redis at %s:%d", C.host, C.port);
+    presence_sync();
     if (C.told_down) {
         C.told_down = false;
         chat_notice_all("*** The cluster is back.");
@@ -230,6 +235,501 @@ static void on_pmessage(redisAsyncContext *ac, void *reply, void *priv)
         chat_room_deliver(room, except, line, history);
         px_buf_release(line);
     }
+}
+
+
+/* ------------------------------------------------------------------------ */
+/* Presence (loop thread, except where said)                                 */
+
+/* Scripts run whole inside Redis: each step of a claim, a list or a heartbeat sees
+ * the same state.  ARGV[1] is always "st_proactor:DB:", ARGV[2] (mostly) this
+ * node's tag.  "now" is Redis's clock, so the servers' clocks do not matter. */
+#define LUA_NOW                                                                     \
+    "local t = redis.call('TIME') "                                                 \
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
+
+/* ARGV: base, tag, ttl, name ('' for a guest), shown, room, old ('' for none). */
+static const char LUA_CLAIM[] =
+    "local P, tag, ttl, name, shown = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5] "
+    "if name == '' then "
+    "  for i = 1, 100 do "
+    "    local g = 'guest' .. redis.call('INCR', P .. 'guests') "
+    "    if redis.call('SET', P .. 'nick:' .. g, tag, 'NX', 'EX', ttl) then "
+    "      name = g shown = g break end "
+    "  end "
+    "  if name == '' then return '' end "
+    "else "
+    "  local owner = redis.call('GET', P .. 'nick:' .. name) "
+    "  if owner and owner ~= tag then return '' end "
+    "  redis.call('SET', P .. 'nick:' .. name, tag, 'EX', ttl) "
+    "end "
+    "local node = P .. 'node:' .. tag "
+    "redis.call('HSET', node, name, shown .. '\t' .. ARGV[6]) "
+    "redis.call('EXPIRE', node, ttl) "
+    "local old = ARGV[7] "
+    "if old ~= '' and old ~= name then "
+    "  redis.call('HDEL', node, old) "
+    "  if redis.call('GET', P .. 'nick:' .. old) == tag then "
+    "    redis.call('DEL', P .. 'nick:' .. old) end "
+    "end "
+    "return shown";
+
+/* ARGV: base, tag, name. */
+static const char LUA_DROP[] =
+    "redis.call('HDEL', ARGV[1] .. 'node:' .. ARGV[2], ARGV[3]) "
+    "if redis.call('GET', ARGV[1] .. 'nick:' .. ARGV[3]) == ARGV[2] then "
+    "  redis.call('DEL', ARGV[1] .. 'nick:' .. ARGV[3]) end "
+    "return 1";
+
+/* ARGV: base, tag, ttl, then name, shown, room for each local user (SYNC: the list
+ * is written anew) or nothing (HEARTBEAT: the names listed are refreshed).  Returns
+ * the names another server has taken meanwhile (after this one was cut off for
+ * longer than the TTL). */
+static const char LUA_SYNC[] =
+    LUA_NOW
+    "local P, tag, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]) "
+    "local node = P .. 'node:' .. tag "
+    "local lost = {} "
+    "redis.call('DEL', node) "
+    "for i = 4, #ARGV, 3 do "
+    "  local k = P .. 'nick:' .. ARGV[i] "
+    "  local o = redis.call('GET', k) "
+    "  if not o or o == tag then "
+    "    redis.call('SET', k, tag, 'EX', ttl) "
+    "    redis.call('HSET', node, ARGV[i], ARGV[i + 1] .. '\t' .. ARGV[i + 2]) "
+    "  else lost[#lost + 1] = ARGV[i + 1] end "
+    "end "
+    "redis.call('EXPIRE', node, ttl) "
+    "redis.call('ZADD', P .. 'nodes', now + ttl * 1000, tag) "
+    "return lost";
+static const char LUA_HEARTBEAT[] =
+    LUA_NOW
+    "local P, tag, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]) "
+    "local node = P .. 'node:' .. tag "
+    "local lost = {} "
+    "for _, f in ipairs(redis.call('HKEYS', node)) do "
+    "  local k = P .. 'nick:' .. f "
+    "  local o = redis.call('GET', k) "
+    "  if not o or o == tag then redis.call('SET', k, tag, 'EX', ttl) "
+    "  else "
+    "    local v = redis.call('HGET', node, f) "
+    "    lost[#lost + 1] = string.match(v, '^[^\t]*') "
+    "    redis.call('HDEL', node, f) "
+    "  end "
+    "end "
+    "redis.call('EXPIRE', node, ttl) "
+    "redis.call('ZADD', P .. 'nodes', now + ttl * 1000, tag) "
+    "return lost";
+
+/* ARGV: base, room ('' for every room).  "NAME\tROOM" of each user of every live
+ * server. */
+static const char LUA_LIST[] =
+    LUA_NOW
+    "local P, room = ARGV[1], ARGV[2] "
+    "redis.call('ZREMRANGEBYSCORE', P .. 'nodes', '-inf', now) "
+    "local out = {} "
+    "for _, tag in ipairs(redis.call('ZRANGE', P .. 'nodes', 0, -1)) do "
+    "  for _, v in ipairs(redis.call('HVALS', P .. 'node:' .. tag)) do "
+    "    if room == '' or string.sub(v, -#room - 1) == '\t' .. room then "
+    "      out[#out + 1] = v end "
+    "  end "
+    "end "
+    "return out";
+
+/* ARGV: base, name, line.  Publishes "name\nline" to the owner's channel; returns
+ * the name as its owner shows it, or '' when nobody has it (or its server is gone). */
+static const char LUA_MSG[] =
+    "local o = redis.call('GET', ARGV[1] .. 'nick:' .. ARGV[2]) "
+    "if not o then return '' end "
+    "if redis.call('PUBLISH', ARGV[1] .. 'to:' .. o, ARGV[2] .. '\\n' .. ARGV[3]) == 0 then "
+    "  return '' end " /* its server has crashed: the name lasts until the TTL */
+    "local v = redis.call('HGET', ARGV[1] .. 'node:' .. o, ARGV[2]) "
+    "if v then return string.match(v, '^[^\t]*') end "
+    "return ARGV[2]";
+
+/* ARGV: base, tag.  This server is going: its names and list go with it. */
+static const char LUA_LEAVE[] =
+    "local node = ARGV[1] .. 'node:' .. ARGV[2] "
+    "for _, f in ipairs(redis.call('HKEYS', node)) do "
+    "  if redis.call('GET', ARGV[1] .. 'nick:' .. f) == ARGV[2] then "
+    "    redis.call('DEL', ARGV[1] .. 'nick:' .. f) end "
+    "end "
+    "redis.call('DEL', node) "
+    "redis.call('ZREM', ARGV[1] .. 'nodes', ARGV[2]) "
+    "return 1";
+
+/* A command's arguments, owned: "EVAL script 0 base ..." and the rest. */
+typedef struct cmd_args {
+    int argc, cap;
+    char **argv;
+    size_t *len;
+    bool failed;
+} cmd_args;
+
+static void args_add(cmd_args *a, const char *p, size_t n)
+{
+    if (a->failed)
+        return;
+    if (a->argc == a->cap) {
+        int cap = a->cap ? a->cap * 2 : 16;
+        char **v = realloc(a->argv, (size_t)cap * sizeof(*v));
+        size_t *l = v ? realloc(a->len, (size_t)cap * sizeof(*l)) : NULL;
+        if (v)
+            a->argv = v;
+        if (!l) {
+            a->failed = true;
+            return;
+        }
+        a->len = l;
+        a->cap = cap;
+    }
+    char *copy = malloc(n + 1);
+    if (!copy) {
+        a->failed = true;
+        return;
+    }
+    memcpy(copy, p, n);
+    copy[n] = '\0';
+    a->argv[a->argc] = copy;
+    a->len[a->argc++] = n;
+}
+
+static void args_str(cmd_args *a, const char *p)
+{
+    args_add(a, p, strlen(p));
+}
+
+/* A name as its key: lower case (names are ASCII). */
+static void args_name(cmd_args *a, const char *name)
+{
+    char key[CHAT_NICK_MAX + 1];
+    size_t n = strlen(name);
+    if (n > CHAT_NICK_MAX)
+        n = CHAT_NICK_MAX;
+    for (size_t i = 0; i < n; i++)
+        key[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]);
+    args_add(a, key, n);
+}
+
+static void args_free(cmd_args *a)
+{
+    for (int i = 0; i < a->argc; i++)
+        free(a->argv[i]);
+    free(a->argv);
+    free(a->len);
+    *a = (cmd_args){0};
+}
+
+/* "EVAL script 0 base" */
+static void args_script(cmd_args *a, const char *script)
+{
+    args_str(a, "EVAL");
+    args_str(a, script);
+    args_str(a, "0");
+    args_str(a, C.base);
+}
+
+/* Sends a command without waiting for its answer (loop thread); frees a. */
+static void send_args(cmd_args *a, redisCallbackFn *fn, void *priv)
+{
+    if (a->failed || !C.pub || !atomic_load(&C.up) ||
+        redisAsyncCommandArgv(C.pub, fn, priv, a->argc, (const char **)a->argv, a->len) !=
+            REDIS_OK) {
+        if (fn)
+            fn(NULL, NULL, priv);
+    }
+    args_free(a);
+}
+
+static void post_args_run(void *arg)
+{
+    cmd_args *a = arg;
+    send_args(a, NULL, NULL);
+    free(a);
+}
+
+/* From any thread: sends a (moved to the heap) from the loop thread. */
+static void post_args(cmd_args *a)
+{
+    cmd_args *copy = malloc(sizeof(*copy));
+    if (copy && !a->failed) {
+        *copy = *a;
+        if (px_loop_post(C.loop, post_args_run, copy) == 0)
+            return;
+    }
+    free(copy);
+    args_free(a);
+}
+
+void cluster_left(const char *name)
+{
+    if (!C.enabled)
+        return;
+    cmd_args a = {0};
+    args_script(&a, LUA_DROP);
+    args_str(&a, C.tag);
+    args_name(&a, name);
+    post_args(&a);
+}
+
+/* The names another server took while this one was cut off: their users are told. */
+static void on_lost(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    (void)priv;
+    redisReply *r = reply;
+    if (!r || r->type != REDIS_REPLY_ARRAY)
+        return;
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_STRING)
+            continue;
+        px_buf *b = chat_fmt("*** Your name %s is also in use on another server of the "
+                             "cluster now; please choose another with /nick.", e->str);
+        if (b) {
+            chat_tell(e->str, e->len, b);
+            px_buf_release(b);
+        }
+        srv_log(SRV_LOG_INFO, "cluster: the name %s is taken on another server too", e->str);
+    }
+}
+
+static void add_user(const char *name, const char *room, void *ctx)
+{
+    cmd_args *a = ctx;
+    args_name(a, name);
+    args_str(a, name);
+    args_str(a, room);
+}
+
+/* After each (re)connection: this server's whole list, written anew. */
+static void presence_sync(void)
+{
+    cmd_args a = {0};
+    args_script(&a, LUA_SYNC);
+    args_str(&a, C.tag);
+    args_str(&a, C.ttl);
+    chat_presence_each(add_user, &a);
+    if (a.failed)
+        srv_log(SRV_LOG_ERROR, "cluster: out of memory writing this server's users");
+    send_args(&a, on_lost, NULL);
+}
+
+static void heartbeat(px_timer *t, void *user)
+{
+    (void)t;
+    (void)user;
+    if (!atomic_load(&C.up))
+        return;
+    cmd_args a = {0};
+    args_script(&a, LUA_HEARTBEAT);
+    args_str(&a, C.tag);
+    args_str(&a, C.ttl);
+    send_args(&a, on_lost, NULL);
+}
+
+/* How long a question may wait for Redis: a Redis that stopped answering (but kept
+ * its connections) then costs the asker this much, and nobody else anything. */
+#define ASK_TIMEOUT_MS 2000
+
+/* A question in flight: from the asking session to Redis and back. */
+typedef struct ask {
+    px_stream *st; /* retained */
+    cluster_done_fn *done;
+    cmd_args args;
+    bool claim;
+    bool timed_out; /* answered "unreachable" already; Redis's answer is dropped */
+    px_timer *timer;
+    cluster_answer a;
+} ask;
+
+static void ask_free(ask *q)
+{
+    args_free(&q->args);
+    free(q->a.text);
+    for (size_t i = 0; i < q->a.nitems; i++)
+        free(q->a.items[i]);
+    free(q->a.items);
+    px_stream_release(q->st);
+    free(q);
+}
+
+static void ask_run(px_stream *st, void *arg, void *user)
+{
+    (void)st;
+    ask *q = arg;
+    if (user)
+        q->done(user, &q->a);
+    ask_free(q);
+}
+
+/* Back to the session, in its order (q goes with it). */
+static void ask_answer(ask *q)
+{
+    if (px_stream_call(q->st, ask_run, q) == 0)
+        return;
+    if (q->claim && q->a.status == 1) /* the session has gone: so has its new name */
+        cluster_left(q->a.text);
+    ask_free(q);
+}
+
+static void on_answer(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    ask *q = priv;
+    redisReply *r = reply;
+    q->a.status = -1;
+    if (r && r->type == REDIS_REPLY_STRING) {
+        q->a.status = r->len > 0;
+        q->a.text = strdup(r->str);
+        if (!q->a.text)
+            q->a.status = -1;
+    } else if (r && r->type == REDIS_REPLY_INTEGER) {
+        q->a.status = 1;
+    } else if (r && r->type == REDIS_REPLY_ARRAY) {
+        q->a.items = calloc(r->elements ? r->elements : 1, sizeof(*q->a.items));
+        q->a.status = q->a.items ? 1 : -1;
+        for (size_t i = 0; q->a.items && i < r->elements; i++) {
+            if (r->element[i]->type == REDIS_REPLY_STRING &&
+                (q->a.items[q->a.nitems] = strdup(r->element[i]->str)))
+                q->a.nitems++;
+        }
+    } else if (r && r->type == REDIS_REPLY_ERROR) {
+        srv_log(SRV_LOG_ERROR, "cluster: Redis refused a question: %s", r->str);
+    }
+    if (q->timer)
+        px_timer_cancel(q->timer);
+    q->timer = NULL;
+    if (!q->timed_out) {
+        ask_answer(q);
+        return;
+    }
+    if (q->claim && q->a.status == 1) /* too late: the session went on without it */
+        cluster_left(q->a.text);
+    ask_free(q);
+}
+
+/* Redis is too slow: the session goes on as if it were unreachable; q stays for
+ * hiredis, which answers every command in the end (if only at disconnection). */
+static void ask_expired(px_timer *t, void *user)
+{
+    ask *q = user;
+    px_timer_cancel(t);
+    q->timer = NULL;
+    q->timed_out = true;
+    ask *now = calloc(1, sizeof(*now));
+    if (!now)
+        return; /* the session's safety net (CLUSTER_WAIT_MS) takes over */
+    *now = (ask){.st = px_stream_retain(q->st), .done = q->done, .a = {.status = -1}};
+    ask_answer(now);
+}
+
+static void ask_send(void *arg)
+{
+    ask *q = arg;
+    cmd_args a = q->args;
+    q->args = (cmd_args){0};
+    bool sent = !a.failed && C.pub && atomic_load(&C.up) &&
+                redisAsyncCommandArgv(C.pub, on_answer, q, a.argc, (const char **)a.argv,
+                                      a.len) == REDIS_OK;
+    args_free(&a);
+    if (!sent) {
+        q->a.status = -1;
+        ask_answer(q);
+        return;
+    }
+    if (px_timer_start(C.loop, &q->timer, ASK_TIMEOUT_MS, 0, ask_expired, q) != 0)
+        q->timer = NULL;
+}
+
+static int ask_post(ask *q)
+{
+    if (q->args.failed || px_loop_post(C.loop, ask_send, q) != 0) {
+        ask_free(q);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+static ask *ask_new(px_stream *st, cluster_done_fn *done, const char *script)
+{
+    ask *q = calloc(1, sizeof(*q));
+    if (!q)
+        return NULL;
+    q->st = px_stream_retain(st);
+    q->done = done;
+    args_script(&q->args, script);
+    return q;
+}
+
+int cluster_claim(px_stream *st, const char *name, const char *room, const char *old,
+                  cluster_done_fn *done)
+{
+    ask *q = ask_new(st, done, LUA_CLAIM);
+    if (!q)
+        return -ENOMEM;
+    q->claim = true;
+    args_str(&q->args, C.tag);
+    args_str(&q->args, C.ttl);
+    args_name(&q->args, name ? name : "");
+    args_str(&q->args, name ? name : "");
+    args_str(&q->args, room);
+    args_name(&q->args, old ? old : "");
+    return ask_post(q);
+}
+
+int cluster_move(px_stream *st, const char *name, const char *room, cluster_done_fn *done)
+{
+    char node[160], value[CHAT_NICK_MAX + CHAT_ROOM_MAX + 2];
+    snprintf(node, sizeof(node), "%snode:%s", C.base, C.tag);
+    snprintf(value, sizeof(value), "%s\t%s", name, room);
+    ask *q = calloc(1, sizeof(*q));
+    if (!q)
+        return -ENOMEM;
+    q->st = px_stream_retain(st);
+    q->done = done;
+    args_str(&q->args, "HSET");
+    args_str(&q->args, node);
+    args_name(&q->args, name);
+    args_str(&q->args, value);
+    return ask_post(q);
+}
+
+int cluster_list(px_stream *st, const char *room, cluster_done_fn *done)
+{
+    ask *q = ask_new(st, done, LUA_LIST);
+    if (!q)
+        return -ENOMEM;
+    args_str(&q->args, room ? room : "");
+    return ask_post(q);
+}
+
+int cluster_msg(px_stream *st, const char *name, px_buf *line, cluster_done_fn *done)
+{
+    ask *q = ask_new(st, done, LUA_MSG);
+    if (!q)
+        return -ENOMEM;
+    args_name(&q->args, name);
+    args_add(&q->args, px_buf_data(line), px_buf_len(line));
+    return ask_post(q);
+}
+
+/* "name\nline" on this server's own channel: a private message from another server. */
+static void on_direct(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    (void)priv;
+    redisReply *r = reply;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+        r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "message") != 0)
+        return;
+    const redisReply *msg = r->element[2];
+    const char *nl = msg->type == REDIS_REPLY_STRING ? memchr(msg->str, '\n', msg->len) : NULL;
+    px_buf *line;
+    if (!nl || px_buf_new(&line, nl + 1, msg->len - (size_t)(nl + 1 - msg->str)) != 0)
+        return;
+    chat_tell(msg->str, (size_t)(nl - msg->str), line); /* gone meanwhile: nobody to tell */
+    px_buf_release(line);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -331,13 +831,22 @@ static void connect_all(void)
     }
     char pattern[64];
     snprintf(pattern, sizeof(pattern), "%s*", C.prefix);
+    redisAsyncCommand(C.sub, on_direct, NULL, "SUBSCRIBE %sto:%s", C.base, C.tag);
     redisAsyncCommand(C.sub, on_pmessage, NULL, "PSUBSCRIBE %s", pattern);
 }
 
 static void start_on_loop(void *arg)
 {
     (void)arg;
-    connect_all(); /* nothing when cluster_stop came first */
+    if (C.stopping)
+        return;
+    unsigned every = C.ttl_s * 1000 / 3;
+    if (px_timer_start(C.loop, &C.heartbeat, every, every, heartbeat, NULL) != 0) {
+        C.heartbeat = NULL;
+        srv_log(SRV_LOG_ERROR, "cluster: out of memory: no heartbeat, so this server's users "
+                               "leave the cluster's lists after %u s", C.ttl_s);
+    }
+    connect_all();
 }
 
 int cluster_start(const srv_config *cfg, px_loop *loop)
@@ -346,6 +855,9 @@ int cluster_start(const srv_config *cfg, px_loop *loop)
     if (!srv_parse_redis_url(cfg->cluster, C.host, sizeof(C.host), &C.port, &C.db))
         return -EINVAL;
     snprintf(C.prefix, sizeof(C.prefix), "st_proactor:%d:room:", C.db);
+    snprintf(C.base, sizeof(C.base), "st_proactor:%d:", C.db);
+    C.ttl_s = cfg->cluster_ttl ? cfg->cluster_ttl : SRV_DEFAULT_CLUSTER_TTL_S;
+    snprintf(C.ttl, sizeof(C.ttl), "%u", C.ttl_s);
     /* Resolved once, here: hiredis would resolve the name on the loop thread, blocking
      * every client for as long as DNS takes, at every reconnection. */
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
@@ -376,6 +888,20 @@ void cluster_stop(void)
     C.stopping = true;
     if (C.retry)
         px_timer_cancel(C.retry);
-    C.retry = NULL;
+    if (C.heartbeat)
+        px_timer_cancel(C.heartbeat);
+    C.retry = C.heartbeat = NULL;
+    bool was_up = atomic_load(&C.up);
     went_down("stopping");
+    if (!was_up)
+        return; /* the TTL takes this server's users out */
+    /* The last words, on a connection of their own (the loop is not running any
+     * more): the users go from the cluster's names and lists at once. */
+    redisContext *c = redisConnectWithTimeout(C.host, C.port, (struct timeval){.tv_sec = 1});
+    if (c && !c->err) {
+        redisSetTimeout(c, (struct timeval){.tv_sec = 1});
+        redisReply *r = redisCommand(c, "EVAL %s 0 %s %s", LUA_LEAVE, C.base, C.tag);
+        freeReplyObject(r);
+    }
+    redisFree(c);
 }

@@ -38,7 +38,45 @@ bool cluster_up(void);
  * this server's members only, marked "[local]".  Any thread. */
 int cluster_publish(const char *room, uint64_t sender, px_stream *from, px_buf *line,
                     bool history);
-/* Disconnects (loop thread, at shutdown). */
+/* Disconnects (loop thread, at shutdown) and takes this server's users out of the
+ * cluster's names and lists. */
 void cluster_stop(void);
+
+/*
+ * Presence.  Every name in use is a Redis key, st_proactor:DB:nick:NAME (lower case),
+ * owned by one server, and each server lists its users and their rooms in a hash,
+ * st_proactor:DB:node:TAG.  Both expire after --cluster-ttl seconds unless the
+ * server's heartbeat (every third of that) refreshes them: a crashed server's users
+ * vanish from the cluster after the TTL.  After every (re)connection a server
+ * writes its whole list again.
+ *
+ * Questions (claim, list, msg) are answered through px_stream_call, so the answer
+ * runs in the asking session's own order, with the session (px_stream_user) as s.
+ * They return 0 when done will run exactly once, or a negative errno when it will
+ * not (no memory); a Redis that is unreachable, or slower than 2 s to answer, is an
+ * answer with status -1.
+ */
+typedef struct cluster_answer {
+    int status;   /* 1: done; 0: refused (the name is taken, nobody has that name);
+                     -1: Redis unreachable or failed */
+    char *text;   /* claim: the name given; msg: the recipient's name as shown */
+    char **items; /* list: "NAME\tROOM" of each user */
+    size_t nitems;
+} cluster_answer;
+typedef void cluster_done_fn(chat_session *s, const cluster_answer *a);
+
+/* Claims name (NULL: the next free guest name) for the session on st, in room,
+ * giving up old (may be NULL) once it has it. */
+int cluster_claim(px_stream *st, const char *name, const char *room, const char *old,
+                  cluster_done_fn *done);
+/* Every user of the cluster in room (NULL: in every room). */
+int cluster_list(px_stream *st, const char *room, cluster_done_fn *done);
+/* Sends line (a whole "[PM from ...]" line) to the user called name, wherever. */
+int cluster_msg(px_stream *st, const char *name, px_buf *line, cluster_done_fn *done);
+/* The session on st (called name) moves to room: answered once every server's
+ * lists say so. */
+int cluster_move(px_stream *st, const char *name, const char *room, cluster_done_fn *done);
+/* A local user's name is free again.  Any thread. */
+void cluster_left(const char *name);
 
 #endif

@@ -50,13 +50,16 @@ static void usage(FILE *f, const char *prog)
             "                         redis://HOST[:PORT][/DB] (default: run alone)\n"
             "      --node-name NAME   this server's name in the cluster (default: host name)\n"
             "      --cluster-optional start even when Redis is unreachable (and keep trying)\n"
+            "      --cluster-ttl S    a crashed server's users leave the cluster's lists\n"
+            "                         and names after S seconds (default %d)\n"
             "  -q, --quiet            log errors only\n"
             "  -v, --verbose          log more, including message text\n"
             "  -h, --help             show this help and exit\n"
             "  -V, --version          show the version and exit\n",
             prog, SRV_DEFAULT_PORT, SRV_DEFAULT_MAX_LINE, SRV_DEFAULT_SENDQ,
             SRV_DEFAULT_FLOOD_RATE, SRV_DEFAULT_FLOOD_BURST, SRV_DEFAULT_HISTORY,
-            SRV_DEFAULT_ANNOUNCE_MAX, SRV_DEFAULT_KEEPALIVE_S, SRV_DEFAULT_SHUTDOWN_WAIT_MS);
+            SRV_DEFAULT_ANNOUNCE_MAX, SRV_DEFAULT_KEEPALIVE_S, SRV_DEFAULT_SHUTDOWN_WAIT_MS,
+            SRV_DEFAULT_CLUSTER_TTL_S);
 }
 
 const char *srv_shown(const char *s, char out[SRV_SHOWN_MAX])
@@ -184,11 +187,12 @@ srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *
         .announce_max = SRV_DEFAULT_ANNOUNCE_MAX,
         .keepalive = SRV_DEFAULT_KEEPALIVE_S,
         .shutdown_wait = SRV_DEFAULT_SHUTDOWN_WAIT_MS,
+        .cluster_ttl = SRV_DEFAULT_CLUSTER_TTL_S,
     };
     enum {
         OPT_BACKEND = 256, OPT_RAW, OPT_MAX_CLIENTS, OPT_MAX_LINE, OPT_SENDQ, OPT_FLOOD,
         OPT_IDLE, OPT_HISTORY, OPT_ANNOUNCE, OPT_KEEPALIVE, OPT_SHUTDOWN_WAIT, OPT_CLUSTER,
-        OPT_NODE_NAME, OPT_CLUSTER_OPTIONAL,
+        OPT_NODE_NAME, OPT_CLUSTER_OPTIONAL, OPT_CLUSTER_TTL,
     };
     static const struct option longopts[] = {
         {"port", required_argument, NULL, 'p'},
@@ -209,6 +213,7 @@ srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *
         {"cluster", required_argument, NULL, OPT_CLUSTER},
         {"node-name", required_argument, NULL, OPT_NODE_NAME},
         {"cluster-optional", no_argument, NULL, OPT_CLUSTER_OPTIONAL},
+        {"cluster-ttl", required_argument, NULL, OPT_CLUSTER_TTL},
         {"quiet", no_argument, NULL, 'q'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
@@ -220,7 +225,7 @@ srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *
     /* 0, not 1: glibc then also forgets where it was inside a cluster of short options,
      * so a parse that stopped at an error in "-qx" does not leak into the next one. */
     optind = 0;
-    bool port_set = false, flood_set = false;
+    bool port_set = false, flood_set = false, ttl_set = false;
     char buf[SRV_SHOWN_MAX];
     int c;
     while ((c = getopt_long(argc, argv, ":p:b:d:t:qvhV", longopts, NULL)) != -1) {
@@ -338,6 +343,14 @@ srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *
         case OPT_CLUSTER_OPTIONAL:
             cfg->cluster_optional = true;
             break;
+        case OPT_CLUSTER_TTL:
+            if (!parse_num(optarg, 3, 3600, false, &v)) {
+                bad(err, "--cluster-ttl", optarg, "3 to 3600 seconds");
+                return SRV_PARSE_ERROR;
+            }
+            cfg->cluster_ttl = (unsigned)v;
+            ttl_set = true;
+            break;
         case OPT_SHUTDOWN_WAIT:
             if (!parse_num(optarg, 0, 600000, false, &v)) {
                 bad(err, "--shutdown-wait", optarg, "milliseconds up to 600000");
@@ -394,8 +407,9 @@ srv_parse_result srv_config_parse(int argc, char **argv, srv_config *cfg, FILE *
                 cfg->sendq, 2 * one_line, cfg->max_line);
         return SRV_PARSE_ERROR;
     }
-    if ((cfg->node_name || cfg->cluster_optional) && !cfg->cluster) {
-        fprintf(err, "st_proactor: --node-name and --cluster-optional need --cluster\n");
+    if ((cfg->node_name || cfg->cluster_optional || ttl_set) && !cfg->cluster) {
+        fprintf(err, "st_proactor: --node-name, --cluster-optional and --cluster-ttl need "
+                     "--cluster\n");
         return SRV_PARSE_ERROR;
     }
     if (cfg->cluster && cfg->raw) {

@@ -17,6 +17,7 @@
 #define SRV_DEFAULT_KEEPALIVE_S 300
 #define SRV_DEFAULT_ANNOUNCE_MAX 100
 #define SRV_DEFAULT_SHUTDOWN_WAIT_MS 2000
+#define SRV_DEFAULT_CLUSTER_TTL_S 30
 
 typedef struct srv_config {
     unsigned port;
@@ -38,6 +39,7 @@ typedef struct srv_config {
     const char *cluster;    /* redis://HOST:PORT[/DB], or NULL */
     const char *node_name;  /* this server's name in the cluster */
     bool cluster_optional;  /* run alone while Redis is unreachable at start */
+    unsigned cluster_ttl;   /* seconds a crashed server's users stay listed */
     bool quiet, verbose;
 } srv_config;
 

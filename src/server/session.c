@@ -223,8 +223,14 @@ static int registry_add(chat_session *s, unsigned *online)
 static unsigned registry_publish(chat_session *s)
 {
     pthread_mutex_lock(&registry_lock);
-    if (nick_add(s->nick, strlen(s->nick), s) != 0)
+    int rc;
+    /* A guest name is unique here unless the cluster gave it while this server had
+     * given it itself, when Redis was unreachable: then another one. */
+    while ((rc = nick_add(s->nick, strlen(s->nick), s)) == -EEXIST)
+        snprintf(s->nick, sizeof(s->nick), "guest%lu", ++guest_seq);
+    if (rc)
         chat_set_reason(s, "out of memory");
+    snprintf(s->where, sizeof(s->where), "%s", s->room ? chat_room_name(s->room) : CHAT_LOBBY);
     s->published = true;
     unsigned online = ++nonline;
     pthread_mutex_unlock(&registry_lock);
@@ -248,6 +254,29 @@ static unsigned registry_del(chat_session *s, px_loop **stop)
     *stop = online == 0 ? stop_when_empty : NULL;
     pthread_mutex_unlock(&registry_lock);
     return online;
+}
+
+void chat_presence_each(void (*fn)(const char *name, const char *room, void *ctx), void *ctx)
+{
+    pthread_mutex_lock(&registry_lock);
+    for (chat_session *s = sessions; s; s = s->next) {
+        if (s->published)
+            fn(s->nick, s->where, ctx);
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+int chat_tell(const char *name, size_t len, px_buf *line)
+{
+    int rc = -ENOENT;
+    if (len > CHAT_NICK_MAX)
+        return rc;
+    pthread_mutex_lock(&registry_lock); /* the session cannot be freed meanwhile */
+    nick_entry *e = *nick_find(name, len);
+    if (e)
+        rc = chat_send(e->s, line);
+    pthread_mutex_unlock(&registry_lock);
+    return rc;
 }
 
 unsigned chat_online(void)
@@ -285,6 +314,26 @@ static px_stream **collect(uint64_t idle_before, const char *reason, unsigned ma
 }
 
 /* ------------------------------------------------------------------------ */
+/* Questions to the cluster                                                  */
+
+/* How long a session waits for the cluster's answer at most; hiredis answers every
+ * question, if only with "connection lost", so this is a safety net. */
+#define CLUSTER_WAIT_MS 60000
+
+/* The session's next lines stay unread, in order, until the answer is handled. */
+static void wait_for_cluster(chat_session *s)
+{
+    s->waiting = true;
+    px_stream_pause(s->stream, CLUSTER_WAIT_MS);
+}
+
+static void wait_over(chat_session *s)
+{
+    s->waiting = false;
+    px_stream_resume(s->stream);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Commands                                                                  */
 
 static void cmd_help(chat_session *s)
@@ -305,6 +354,51 @@ static void cmd_help(chat_session *s)
         reply(s, "%s", lines[i]);
 }
 
+/* The rename, once the name is the session's (reserved here, and in the cluster's
+ * names when there is one). */
+static void nick_done(chat_session *s, const char *name)
+{
+    char old[CHAT_NICK_MAX + 1];
+    strcpy(old, s->nick);
+    pthread_mutex_lock(&registry_lock);
+    if (!chat_name_eq(old, strlen(old), name, strlen(name)))
+        nick_del(old);
+    strcpy(s->nick, name);
+    pthread_mutex_unlock(&registry_lock);
+    px_buf *notice = chat_fmt("*** %s is now known as %s.", old, name);
+    if (notice) {
+        if (!cluster_enabled() ||
+            cluster_publish(chat_room_name(s->room), s->id, s->stream, notice, false) != 0)
+            chat_room_send(s->room, s, notice, false);
+        px_buf_release(notice);
+    }
+    reply(s, "*** You are now known as %s.", name);
+    srv_log(SRV_LOG_DEBUG, "%s: %s is now known as %s", s->addr, old, name);
+}
+
+/* Gives back a name reserved here for a rename that did not happen. */
+static void nick_unreserve(chat_session *s, const char *name)
+{
+    pthread_mutex_lock(&registry_lock);
+    if (!chat_name_eq(s->nick, strlen(s->nick), name, strlen(name)))
+        nick_del(name);
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static void nick_claimed(chat_session *s, const cluster_answer *a)
+{
+    wait_over(s);
+    if (a->status == 0) {
+        nick_unreserve(s, s->pending_name);
+        reply(s, "*** Error: the nickname %s is taken (on another server).", s->pending_name);
+        return;
+    }
+    if (a->status < 0) /* Redis unreachable: unique on this server, claimed at reconnection */
+        srv_log(SRV_LOG_INFO, "%s: %s renamed while the cluster is unreachable", s->addr,
+                s->nick);
+    nick_done(s, s->pending_name);
+}
+
 static void cmd_nick(chat_session *s, const chat_cmd *c)
 {
     if (!c->target_len || c->arg_len) {
@@ -317,25 +411,18 @@ static void cmd_nick(chat_session *s, const chat_cmd *c)
               cut(c->target, c->target_len, 32), c->target);
         return;
     }
-    char old[CHAT_NICK_MAX + 1], name[CHAT_NICK_MAX + 1];
+    char name[CHAT_NICK_MAX + 1];
     memcpy(name, c->target, c->target_len);
     name[c->target_len] = '\0';
-    strcpy(old, s->nick);
-    if (strcmp(old, name) == 0) {
+    if (strcmp(s->nick, name) == 0) {
         reply(s, "*** You are already %s.", name);
         return;
     }
-    pthread_mutex_lock(&registry_lock);
+    /* Reserved here first (the old name stays until the rename is done). */
     int rc = 0;
-    if (chat_name_eq(old, strlen(old), name, c->target_len)) {
-        strcpy(s->nick, name); /* only the case changes: same key */
-    } else {
+    pthread_mutex_lock(&registry_lock);
+    if (!chat_name_eq(s->nick, strlen(s->nick), name, c->target_len))
         rc = nick_add(name, c->target_len, s);
-        if (rc == 0) {
-            nick_del(old);
-            strcpy(s->nick, name);
-        }
-    }
     pthread_mutex_unlock(&registry_lock);
     if (rc == -EEXIST) {
         reply(s, "*** Error: the nickname %s is taken.", name);
@@ -345,25 +432,50 @@ static void cmd_nick(chat_session *s, const chat_cmd *c)
         reply(s, "*** Error: out of memory.");
         return;
     }
-    px_buf *notice = chat_fmt("*** %s is now known as %s.", old, name);
-    if (notice) {
-        if (!cluster_enabled() ||
-            cluster_publish(chat_room_name(s->room), s->id, s->stream, notice, false) != 0)
-            chat_room_send(s->room, s, notice, false);
-        px_buf_release(notice);
+    if (cluster_enabled() && cluster_up()) {
+        strcpy(s->pending_name, name);
+        wait_for_cluster(s);
+        if (cluster_claim(s->stream, name, chat_room_name(s->room), s->nick, nick_claimed) == 0)
+            return;
+        wait_over(s);
+        nick_unreserve(s, name);
+        reply(s, "*** Error: out of memory.");
+        return;
     }
-    reply(s, "*** You are now known as %s.", name);
-    srv_log(SRV_LOG_DEBUG, "%s: %s is now known as %s", s->addr, old, name);
+    nick_done(s, name);
 }
 
-static void cmd_who(chat_session *s)
+/* "*** 3 users in lobby: a, b, c", continued on further "*** " lines when long;
+ * names holds the first shown of n. */
+static void who_reply(chat_session *s, const char (*names)[CHAT_NICK_MAX + 1], unsigned shown,
+                      unsigned n, const char *where)
 {
-    enum { SHOWN = 200 };
-    const char *names[SHOWN];
     char line[512];
+    size_t len = (size_t)snprintf(line, sizeof(line), "%u user%s in %s%s: ", n,
+                                  n == 1 ? "" : "s", chat_room_name(s->room), where);
+    size_t start = len;
+    for (unsigned i = 0; i < shown; i++) {
+        if (len + strlen(names[i]) + 2 > 400) {
+            reply(s, "*** %.*s", (int)len, line);
+            len = start = 0;
+        }
+        len += (size_t)snprintf(line + len, sizeof(line) - len, "%s%s", len > start ? ", " : "",
+                                names[i]);
+    }
+    if (n > shown)
+        len += (size_t)snprintf(line + len, sizeof(line) - len, " and %u more", n - shown);
+    reply(s, "*** %.*s", (int)len, line);
+}
+
+enum { WHO_SHOWN = 200 };
+
+/* This server's members of the session's room. */
+static void who_local(chat_session *s, const char *where)
+{
+    const char *names[WHO_SHOWN];
     pthread_mutex_lock(&registry_lock);
-    unsigned n = chat_room_nicks(s->room, names, SHOWN);
-    unsigned shown = n < SHOWN ? n : SHOWN;
+    unsigned n = chat_room_nicks(s->room, names, WHO_SHOWN);
+    unsigned shown = n < WHO_SHOWN ? n : WHO_SHOWN;
     /* Copy the names out while their owners cannot rename. */
     char (*copy)[CHAT_NICK_MAX + 1] = malloc((shown ? shown : 1) * sizeof(*copy));
     for (unsigned i = 0; copy && i < shown; i++)
@@ -373,23 +485,74 @@ static void cmd_who(chat_session *s)
         reply(s, "*** Error: out of memory.");
         return;
     }
-    /* "*** 3 users in lobby: a, b, c", continued on further "*** " lines
-     * when long. */
-    size_t len = (size_t)snprintf(line, sizeof(line), "%u user%s in %s: ", n, n == 1 ? "" : "s",
-                                  chat_room_name(s->room));
-    size_t start = len;
-    for (unsigned i = 0; i < shown; i++) {
-        if (len + strlen(copy[i]) + 2 > 400) {
-            reply(s, "*** %.*s", (int)len, line);
-            len = start = 0;
-        }
-        len += (size_t)snprintf(line + len, sizeof(line) - len, "%s%s", len > start ? ", " : "",
-                                copy[i]);
-    }
-    if (n > shown)
-        len += (size_t)snprintf(line + len, sizeof(line) - len, " and %u more", n - shown);
-    reply(s, "*** %.*s", (int)len, line);
+    who_reply(s, (const char (*)[CHAT_NICK_MAX + 1])copy, shown, n, where);
     free(copy);
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The cluster's answer: "NAME\tROOM" of every member of the room, on every server. */
+static void who_listed(chat_session *s, const cluster_answer *a)
+{
+    wait_over(s);
+    if (a->status != 1) {
+        who_local(s, " (this server only: the cluster is unreachable)");
+        return;
+    }
+    unsigned n = a->nitems > UINT_MAX ? UINT_MAX : (unsigned)a->nitems;
+    unsigned shown = n < WHO_SHOWN ? n : WHO_SHOWN;
+    char (*names)[CHAT_NICK_MAX + 1] = malloc((shown ? shown : 1) * sizeof(*names));
+    char **sorted = malloc((n ? n : 1) * sizeof(*sorted));
+    if (!names || !sorted) {
+        free(names);
+        free(sorted);
+        reply(s, "*** Error: out of memory.");
+        return;
+    }
+    for (unsigned i = 0; i < n; i++)
+        sorted[i] = a->items[i];
+    qsort(sorted, n, sizeof(*sorted), by_name);
+    for (unsigned i = 0; i < shown; i++) {
+        size_t len = strcspn(sorted[i], "\t");
+        snprintf(names[i], sizeof(names[i]), "%.*s", (int)len, sorted[i]);
+    }
+    who_reply(s, (const char (*)[CHAT_NICK_MAX + 1])names, shown, n, "");
+    free(sorted);
+    free(names);
+}
+
+static void cmd_who(chat_session *s)
+{
+    if (cluster_enabled() && cluster_up()) {
+        wait_for_cluster(s);
+        if (cluster_list(s->stream, chat_room_name(s->room), who_listed) == 0)
+            return;
+        wait_over(s);
+    }
+    who_local(s, cluster_enabled() ? " (this server only: the cluster is unreachable)" : "");
+}
+
+/* The cluster's answer to a private message for another server's user. */
+static void msg_sent(chat_session *s, const cluster_answer *a)
+{
+    wait_over(s);
+    if (a->status == 1) {
+        px_buf *echo = chat_fmt("[PM to %s] %s", a->text, s->pending_text);
+        if (echo) {
+            chat_send(s, echo);
+            px_buf_release(echo);
+        }
+    } else if (a->status == 0) {
+        reply(s, "*** Error: no user named %s.", s->pending_name);
+    } else {
+        reply(s, "*** Error: the cluster is unreachable; your message to %s was not sent.",
+              s->pending_name);
+    }
+    free(s->pending_text);
+    s->pending_text = NULL;
 }
 
 static void cmd_msg(chat_session *s, const chat_cmd *c)
@@ -416,6 +579,27 @@ static void cmd_msg(chat_session *s, const chat_cmd *c)
         }
         pthread_mutex_unlock(&registry_lock);
     }
+    if (rc == -ENOENT && c->target_len <= CHAT_NICK_MAX && cluster_enabled() && cluster_up()) {
+        /* Not here: perhaps on another server. */
+        char *text = malloc(c->arg_len + 1);
+        if (text) {
+            memcpy(text, c->arg, c->arg_len);
+            text[c->arg_len] = '\0';
+            free(s->pending_text);
+            s->pending_text = text;
+            memcpy(s->pending_name, c->target, c->target_len);
+            s->pending_name[c->target_len] = '\0';
+            wait_for_cluster(s);
+            if (cluster_msg(s->stream, s->pending_name, pm, msg_sent) == 0) {
+                px_buf_release(pm);
+                return;
+            }
+            wait_over(s);
+        }
+        px_buf_release(pm);
+        reply(s, "*** Error: out of memory; your message was not sent.");
+        return;
+    }
     px_buf_release(pm);
     if (rc == -ENOENT) {
         reply(s, "*** Error: no user named %.*s.",
@@ -433,6 +617,9 @@ static void cmd_msg(chat_session *s, const chat_cmd *c)
         reply(s, "*** Error: %s could not take your message.", name);
 }
 
+static void join(chat_session *s, const char *name);
+static void joined(chat_session *s, const cluster_answer *a);
+
 static void cmd_join(chat_session *s, const chat_cmd *c)
 {
     char name[CHAT_ROOM_MAX + 1];
@@ -449,6 +636,19 @@ static void cmd_join(chat_session *s, const chat_cmd *c)
         reply(s, "*** You are already in %s.", name);
         return;
     }
+    if (cluster_enabled() && cluster_up()) {
+        /* Every server's lists say where it is before it is there. */
+        strcpy(s->pending_room, name);
+        wait_for_cluster(s);
+        if (cluster_move(s->stream, s->nick, name, joined) == 0)
+            return;
+        wait_over(s);
+    }
+    join(s, name);
+}
+
+static void join(chat_session *s, const char *name)
+{
     /* Leave, then enter: a session is a member of one room at a time, which
      * is what lets it keep a single position (room_idx). */
     px_buf *notice = chat_fmt("*** %s has left for %s.", s->nick, name);
@@ -462,14 +662,90 @@ static void cmd_join(chat_session *s, const chat_cmd *c)
     if (!s->room) {
         chat_set_reason(s, "out of memory");
         px_stream_abort(s->stream);
+        return;
     }
+    pthread_mutex_lock(&registry_lock);
+    strcpy(s->where, chat_room_name(s->room));
+    pthread_mutex_unlock(&registry_lock);
+}
+
+/* The cluster's lists have the session in its new room (or Redis is unreachable:
+ * written anew at reconnection). */
+static void joined(chat_session *s, const cluster_answer *a)
+{
+    (void)a;
+    wait_over(s);
+    join(s, s->pending_room);
+}
+
+typedef struct room_count {
+    const char *name; /* inside an answer's item, after the tab */
+    unsigned n;
+} room_count;
+
+static int by_room(const void *a, const void *b)
+{
+    return strcmp(((const room_count *)a)->name, ((const room_count *)b)->name);
+}
+
+/* The cluster's answer: "NAME\tROOM" of every user on every server. */
+static void rooms_listed(chat_session *s, const cluster_answer *a)
+{
+    wait_over(s);
+    if (a->status != 1) {
+        char list[480];
+        unsigned n = chat_rooms_list(list, sizeof(list));
+        reply(s, "*** %u room%s (this server only: the cluster is unreachable): %s", n,
+              n == 1 ? "" : "s", list);
+        return;
+    }
+    room_count *rooms = malloc((a->nitems ? a->nitems : 1) * sizeof(*rooms));
+    if (!rooms) {
+        reply(s, "*** Error: out of memory.");
+        return;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < a->nitems; i++) {
+        const char *tab = strchr(a->items[i], '\t');
+        if (tab)
+            rooms[n++] = (room_count){.name = tab + 1, .n = 1};
+    }
+    qsort(rooms, n, sizeof(*rooms), by_room);
+    size_t distinct = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (distinct && strcmp(rooms[distinct - 1].name, rooms[i].name) == 0)
+            rooms[distinct - 1].n++;
+        else
+            rooms[distinct++] = rooms[i];
+    }
+    char list[480];
+    size_t len = 0;
+    list[0] = '\0';
+    for (size_t i = 0; i < distinct; i++) {
+        int w = snprintf(list + len, sizeof(list) - len, "%s%s (%u)", len ? ", " : "",
+                         rooms[i].name, rooms[i].n);
+        if (w < 0 || (size_t)w >= sizeof(list) - len) {
+            strcpy(list + (len < sizeof(list) - 4 ? len : sizeof(list) - 4), "...");
+            break;
+        }
+        len += (size_t)w;
+    }
+    reply(s, "*** %zu room%s: %s", distinct, distinct == 1 ? "" : "s", list);
+    free(rooms);
 }
 
 static void cmd_rooms(chat_session *s)
 {
+    if (cluster_enabled() && cluster_up()) {
+        wait_for_cluster(s);
+        if (cluster_list(s->stream, NULL, rooms_listed) == 0)
+            return;
+        wait_over(s);
+    }
     char list[480];
     unsigned n = chat_rooms_list(list, sizeof(list));
-    reply(s, "*** %u room%s: %s", n, n == 1 ? "" : "s", list);
+    reply(s, "*** %u room%s%s: %s", n, n == 1 ? "" : "s",
+          cluster_enabled() ? " (this server only: the cluster is unreachable)" : "", list);
 }
 
 static void cmd_quit(chat_session *s, const chat_cmd *c)
@@ -546,6 +822,45 @@ static void chat_line(chat_session *s, const char *line, size_t len)
 /* ------------------------------------------------------------------------ */
 /* Handlers                                                                  */
 
+/* The client is welcome: into the lobby, with its name. */
+static void admit(chat_session *s)
+{
+    px_stream *st = s->stream;
+    pthread_mutex_lock(&registry_lock);
+    unsigned online = nsessions; /* counting those still being welcomed, as at the door */
+    pthread_mutex_unlock(&registry_lock);
+    if (!cfg->raw)
+        reply(s, "*** Welcome to st_proactor, %s! %u user%s online. Type /help for commands.",
+              s->nick, online, online == 1 ? "" : "s");
+    s->room = chat_room_enter(CHAT_LOBBY, s, !cfg->raw);
+    online = registry_publish(s);
+    /* After publishing: from now on chat_notice_all reaches it too (at worst twice). */
+    if (cluster_enabled() && !cluster_up())
+        reply(s, "%s", CLUSTER_DOWN_NOTICE);
+    px_stream_set_user(st, s);
+    if (!s->room || atomic_load(&s->reason)) {
+        chat_set_reason(s, "out of memory");
+        px_stream_abort(st);
+    }
+    srv_log(SRV_LOG_INFO, "connected %s as %s (%u online)", s->addr, s->nick, online);
+}
+
+/* The cluster's answer to "a guest name, please". */
+static void guest_named(chat_session *s, const cluster_answer *a)
+{
+    wait_over(s);
+    if (a->status == 1) {
+        pthread_mutex_lock(&registry_lock);
+        bool here = *nick_find(a->text, strlen(a->text)) != NULL;
+        if (!here)
+            snprintf(s->nick, sizeof(s->nick), "%s", a->text);
+        pthread_mutex_unlock(&registry_lock);
+        if (here) /* given here while Redis was unreachable: keep this server's name */
+            cluster_left(a->text);
+    }
+    admit(s);
+}
+
 static void on_open(px_stream *st, void *user)
 {
     (void)user;
@@ -577,20 +892,15 @@ static void on_open(px_stream *st, void *user)
         free(s);
         return;
     }
-    if (!cfg->raw)
-        reply(s, "*** Welcome to st_proactor, %s! %u user%s online. Type /help for commands.",
-              s->nick, online, online == 1 ? "" : "s");
-    s->room = chat_room_enter(CHAT_LOBBY, s, !cfg->raw);
-    online = registry_publish(s);
-    /* After publishing: from now on chat_notice_all reaches it too (at worst twice). */
-    if (cluster_enabled() && !cluster_up())
-        reply(s, "%s", CLUSTER_DOWN_NOTICE);
-    px_stream_set_user(st, s);
-    if (!s->room || atomic_load(&s->reason)) {
-        chat_set_reason(s, "out of memory");
-        px_stream_abort(st);
+    if (cluster_enabled() && cluster_up()) {
+        /* A guest name unique in the whole cluster; the welcome waits for it. */
+        px_stream_set_user(st, s);
+        wait_for_cluster(s);
+        if (cluster_claim(st, NULL, CHAT_LOBBY, NULL, guest_named) == 0)
+            return;
+        wait_over(s);
     }
-    srv_log(SRV_LOG_INFO, "connected %s as %s (%u online)", s->addr, s->nick, online);
+    admit(s);
 }
 
 /* Takes one line's worth of flood tokens; returns how long the client must
@@ -674,6 +984,14 @@ static void raw_add(chat_session *s, raw_batch *b, const char *line, size_t n)
 static void on_data(px_stream *st, const char *bytes, size_t len, void *user)
 {
     chat_session *s = user;
+    if (s && s->waiting) { /* still waiting for the cluster: later */
+        if (px_stream_keep(st, len) != 0) {
+            chat_set_reason(s, "out of memory");
+            px_stream_abort(st);
+        }
+        px_stream_pause(st, CLUSTER_WAIT_MS);
+        return;
+    }
     if (!s || !s->room)
         return;
     atomic_store(&s->last_active_ms, px_now_ms());
@@ -681,7 +999,7 @@ static void on_data(px_stream *st, const char *bytes, size_t len, void *user)
     raw_batch batch = {0};
     /* Stop at once when the session is leaving (/quit, dropped as too slow,
      * out of memory): nothing it sent after that may reach anyone. */
-    while (len && s->room && !atomic_load(&s->reason)) {
+    while (len && s->room && !s->waiting && !atomic_load(&s->reason)) {
         size_t used = chat_frame_feed(&s->framer, bytes, len, &out);
         bytes += used;
         len -= used;
@@ -716,6 +1034,11 @@ static void on_data(px_stream *st, const char *bytes, size_t len, void *user)
                     raw_add(s, &batch, out.line, out.len);
             } else {
                 chat_line(s, out.line, out.len);
+                /* A question to the cluster: the rest waits for its answer. */
+                if (s->waiting && len && px_stream_keep(st, len) != 0) {
+                    chat_set_reason(s, "out of memory");
+                    px_stream_abort(st);
+                }
             }
             break;
         }
@@ -756,6 +1079,9 @@ static void on_close(px_stream *st, int cause, void *user)
         chat_room_leave(s->room, s, notice);
         px_buf_release(notice);
     }
+    if (s->published && cluster_enabled())
+        cluster_left(s->nick);
+    free(s->pending_text);
     px_loop *stop = NULL;
     unsigned online = registry_del(s, &stop);
     srv_log(SRV_LOG_INFO, "disconnected %s (%s) (%u online): %s", s->addr, s->nick, online, why);

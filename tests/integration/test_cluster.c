@@ -269,3 +269,149 @@ Test(cluster, notices_cross_nodes)
     h_server_stop(&b);
     redis_stop(&r);
 }
+
+/* Starts a node that drops a crashed peer's users after ttl seconds. */
+static void node_start_ttl(h_server *s, const redis *r, const char *name, const char *ttl)
+{
+    cr_assert(h_server_start(s, "--cluster", r->url, "--node-name", name, "--cluster-ttl", ttl,
+                             NULL),
+              "node %s did not start", name);
+    cr_assert(h_wait_line(&s->proc.err, "cluster: connected to Redis", NULL, NULL, 0, H_WAIT_MS),
+              "node %s never connected to Redis", name);
+}
+
+/* Sends a command and returns (in out) the first answer line starting with prefix. */
+static void ask(h_proc *p, const char *cmd, const char *prefix, char *out, size_t cap)
+{
+    cr_assert(h_send(p, cmd));
+    cr_assert(h_wait_line(&p->out, prefix, NULL, out, cap, H_WAIT_MS), "no answer to %s", cmd);
+}
+
+/* Guest names and chosen names are unique in the whole cluster, whatever the case. */
+Test(cluster, names_unique_across_nodes)
+{
+    redis r;
+    redis_start(&r, 0);
+    h_server a, b;
+    node_start(&a, &r, "a", false);
+    node_start(&b, &r, "b", false);
+    enum { EACH = 4 };
+    h_proc c[2 * EACH];
+    char names[2 * EACH][32], line[256];
+    for (int i = 0; i < 2 * EACH; i++) /* alternating nodes, so both give guest names */
+        cr_assert(h_chat_connect(i % 2 ? &b : &a, &c[i], i / 2 + 1, names[i], sizeof names[i]));
+    for (int i = 0; i < 2 * EACH; i++)
+        for (int j = 0; j < i; j++)
+            cr_expect_str_neq(names[i], names[j], "two clients got the guest name %s", names[i]);
+
+    ask(&c[0], "/nick Ana\n", "*** You are now known as", line, sizeof line);
+    ask(&c[1], "/nick ana\n", "*** Error: the nickname ana is taken", line, sizeof line);
+    ask(&c[3], "/nick ANA\n", "*** Error: the nickname ANA is taken", line, sizeof line);
+    /* Freed by a rename, it can be taken on the other node. */
+    ask(&c[0], "/nick ana2\n", "*** You are now known as ana2", line, sizeof line);
+    ask(&c[1], "/nick ana\n", "*** You are now known as ana.", line, sizeof line);
+    /* Freed by leaving, too. */
+    ask(&c[2], "/nick zed\n", "*** You are now known as zed.", line, sizeof line);
+    cr_assert(h_send(&c[2], "/quit\n"));
+    cr_assert(h_wait_line(&c[2].out, "*** Bye.", NULL, NULL, 0, H_WAIT_MS));
+    bool taken = true;
+    for (long long end = h_now_ms() + H_WAIT_MS; taken && h_now_ms() < end;) {
+        ask(&c[3], "/nick zed\n", "***", line, sizeof line);
+        taken = strstr(line, "taken") != NULL;
+    }
+    cr_expect(!taken, "zed was never freed: %s", line);
+    for (int i = 0; i < 2 * EACH; i++)
+        h_proc_close(&c[i]);
+    h_server_stop(&a);
+    h_server_stop(&b);
+    redis_stop(&r);
+}
+
+/* /who and /rooms list every node's users; /msg reaches a user on another node. */
+Test(cluster, who_rooms_and_msg_across_nodes)
+{
+    redis r;
+    redis_start(&r, 0);
+    h_server a, b;
+    node_start(&a, &r, "a", false);
+    node_start(&b, &r, "b", false);
+    h_proc ana, bob, cy;
+    char line[512];
+    client(&a, &ana, 1, "ana");
+    client(&b, &bob, 1, "bob");
+    client(&b, &cy, 2, "cy");
+    ask(&cy, "/join kitchen\n", "*** You are in kitchen", line, sizeof line);
+    ask(&ana, "/who\n", "*** 2 users in lobby", line, sizeof line);
+    cr_expect_str_eq(line, "*** 2 users in lobby: ana, bob\r\n");
+    ask(&bob, "/who\n", "*** 2 users in lobby", line, sizeof line);
+    cr_expect_str_eq(line, "*** 2 users in lobby: ana, bob\r\n");
+    ask(&ana, "/rooms\n", "*** 2 rooms", line, sizeof line);
+    cr_expect_str_eq(line, "*** 2 rooms: kitchen (1), lobby (2)\r\n");
+
+    ask(&ana, "/msg CY psst\n", "[PM to", line, sizeof line);
+    cr_expect_str_eq(line, "[PM to cy] psst\r\n");
+    cr_assert(h_wait_line(&cy.out, "[PM from ana] psst", NULL, NULL, 0, H_WAIT_MS),
+              "the private message did not cross");
+    ask(&cy, "/msg ana back at you\n", "[PM to", line, sizeof line);
+    cr_assert(h_wait_line(&ana.out, "[PM from cy] back at you", NULL, NULL, 0, H_WAIT_MS));
+    ask(&ana, "/msg nobody hello\n", "*** Error", line, sizeof line);
+    cr_expect_str_eq(line, "*** Error: no user named nobody.\r\n");
+    /* Lines after a question keep their place: said after the /who, seen after it. */
+    cr_assert(h_send(&bob, "/who\nafter who\n"));
+    cr_assert(h_wait_line(&bob.out, "*** 2 users in lobby", NULL, NULL, 0, H_WAIT_MS));
+    cr_assert(h_wait_line(&ana.out, "<bob> after who", NULL, NULL, 0, H_WAIT_MS));
+    h_close_all((h_proc *const[]){&ana, &bob, &cy}, 3);
+    h_server_stop(&a);
+    h_server_stop(&b);
+    redis_stop(&r);
+}
+
+/* Whether /who on p lists name. */
+static bool listed(h_proc *p, const char *name)
+{
+    char line[512], want[40];
+    ask(p, "/who\n", " in lobby", line, sizeof line);
+    snprintf(want, sizeof want, " %s", name);
+    return strstr(line, want) != NULL;
+}
+
+/* A node killed with SIGKILL: its users leave the cluster's lists and names after the
+ * TTL; a node stopped with SIGTERM takes its users out at once. */
+Test(cluster, crashed_node_users_vanish_after_ttl)
+{
+    redis r;
+    redis_start(&r, 0);
+    h_server a, b, c;
+    node_start_ttl(&a, &r, "a", "3");
+    node_start_ttl(&b, &r, "b", "3");
+    node_start_ttl(&c, &r, "c", "3");
+    h_proc ana, carol, dan;
+    char line[512];
+    client(&a, &ana, 1, "ana");
+    client(&b, &carol, 1, "carol");
+    client(&c, &dan, 1, "dan");
+    cr_assert(listed(&ana, "carol"));
+    cr_assert(listed(&ana, "dan"));
+
+    cr_assert_eq(kill(b.proc.pid, SIGKILL), 0);
+    long long killed = h_now_ms();
+    bool there = true;
+    while (there && h_now_ms() - killed < 10000) {
+        there = listed(&ana, "carol");
+        if (there)
+            usleep(200000);
+    }
+    long long gone_ms = h_now_ms() - killed;
+    cr_expect(!there, "carol was still listed 10 s after her node crashed");
+    cr_expect(gone_ms >= 1000, "carol vanished after %lld ms, before the TTL of 3 s", gone_ms);
+    ask(&ana, "/msg carol hello\n", "*** Error", line, sizeof line);
+    cr_expect_str_eq(line, "*** Error: no user named carol.\r\n");
+    ask(&ana, "/nick carol\n", "*** You are now known as carol.", line, sizeof line);
+
+    h_server_stop(&c); /* SIGTERM: dan leaves the lists at once */
+    cr_expect(!listed(&ana, "dan"), "dan still listed after his node stopped");
+    h_close_all((h_proc *const[]){&ana, &carol, &dan}, 3);
+    h_proc_close(&b.proc);
+    h_server_stop(&a);
+    redis_stop(&r);
+}
