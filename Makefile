@@ -13,6 +13,7 @@
 #   make deps                  check (and install) what the build and tests need
 #   make bench                 Redis, NATS, ncat and st_proactor side by side (bench/RESULTS.md)
 #   make bench-quick           a one-minute subset of make bench
+#   make bench-cluster         the cluster tables of make bench only (bench/RESULTS-cluster.md)
 #   make bench-backends        epoll and io_uring side by side (tools/bench-backends.sh)
 #   make fuzz, make fuzz-run SECONDS=N   libFuzzer targets: parsers, options, sessions
 #   make stress                the long fault, load and abuse tests (tests/stress/)
@@ -216,7 +217,7 @@ $(BUILD)/chatbench: tools/chatbench/chatbench.c
 # make bench: st_proactor (every backend x dispatch) beside Redis, NATS and ncat, in one
 # run (tools/bench.sh, about 20 minutes); the tables are also written to bench/RESULTS.md.
 # make bench-quick: a one-minute subset, printed only.
-.PHONY: bench bench-quick
+.PHONY: bench bench-quick bench-cluster
 bench:
 	@scripts/deps.sh bench
 	@$(MAKE) --no-print-directory SANITIZE= all chatbench
@@ -227,6 +228,12 @@ bench-quick:
 	@scripts/deps.sh bench
 	@$(MAKE) --no-print-directory SANITIZE= all chatbench
 	@tools/bench.sh --quick
+
+bench-cluster:
+	@scripts/deps.sh bench
+	@$(MAKE) --no-print-directory SANITIZE= all chatbench
+	@mkdir -p bench
+	@bash -c 'set -o pipefail; tools/bench.sh --cluster | tee bench/RESULTS-cluster.md'
 
 # Fuzzing with clang's libFuzzer (+ASan+UBSan): make fuzz builds build/fuzz/fuzz_*;
 # make fuzz-run SECONDS=N runs each for N seconds (default 60), starting from the seed

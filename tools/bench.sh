@@ -6,6 +6,7 @@
 #
 #   tools/bench.sh           the full run (make bench; about 20 minutes)
 #   tools/bench.sh --quick   a one-minute subset (make bench-quick)
+#   tools/bench.sh --cluster the cluster tables only (make bench-cluster; about 3 minutes)
 #
 # Needs: make all chatbench, and redis-server, nats-server, ncat (scripts/deps.sh bench).
 set -euo pipefail
@@ -14,8 +15,9 @@ cd "$(dirname "$0")/.."
 mode=full
 case "${1:-}" in
 --quick) mode=quick ;;
+--cluster) mode=cluster ;;
 "") ;;
-*) echo "usage: $0 [--quick]" >&2; exit 2 ;;
+*) echo "usage: $0 [--quick | --cluster]" >&2; exit 2 ;;
 esac
 
 bench=build/release/chatbench
@@ -29,12 +31,15 @@ fd_hard=$(ulimit -Hn)
 
 tmp=$(mktemp -d)
 spid=
+spids=() # every process of the server under test (a cluster: its nodes, then Redis)
 stop_server() {
-    if [ -n "$spid" ]; then
-        kill "$spid" 2>/dev/null || true
-        wait "$spid" 2>/dev/null || true
-    fi
+    local p
+    for p in "${spids[@]}" $spid; do
+        kill "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
     spid=
+    spids=()
 }
 trap 'stop_server; rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM
@@ -42,7 +47,14 @@ trap 'exit 130' INT TERM
 log() { printf '%s\n' "$*" >&2; }
 
 clk_tck=$(getconf CLK_TCK)
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+cpu_ticks() { # PID...: user + system ticks of them all
+    local p t=0 v
+    for p in "$@"; do
+        v=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)
+        t=$((t + v))
+    done
+    echo "$t"
+}
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -57,21 +69,53 @@ free_port() { # below the ephemeral range, so no client socket of an earlier run
     exit 1
 }
 
-# start_server NAME: starts it, sets spid, port and proto.  Names: redis, nats, ncat,
-# st:BACKEND:DISPATCH.
+# wait_listening FILE: the port st_proactor printed in FILE
+wait_listening() {
+    local p=
+    for _ in $(seq 200); do grep -q Listening "$1" && break; sleep 0.05; done
+    p=$(sed -n 's/^Listening on port: \[\([0-9]*\)\].*/\1/p' "$1")
+    [ -n "$p" ] || { cat "$1" >&2; echo "st_proactor did not start" >&2; exit 1; }
+    echo "$p"
+}
+
+# start_server NAME: starts it, sets spid (spids), port and proto.  Names: redis, nats,
+# ncat, st:BACKEND:DISPATCH, chat (chat mode, alone), cluster:N (N chat-mode nodes sharing
+# one Redis; port is then their ports, comma-separated, for chatbench).
 start_server() {
     local name=$1 out=$tmp/server.out
     : >"$out"
     proto=line
     case "$name" in
+    chat)
+        "$server" --flood 0 -q --port 0 >"$out" 2>&1 &
+        spid=$!
+        port=$(wait_listening "$out")
+        return
+        ;;
+    cluster:*)
+        local n=${name#cluster:} rport i ports=()
+        rport=$(free_port)
+        redis-server --bind 127.0.0.1 --port "$rport" --save '' --appendonly no \
+            --protected-mode no --client-output-buffer-limit 'pubsub 0 0 0' \
+            --dir "$tmp" --logfile "$tmp/redis.log" >"$out" 2>&1 &
+        spids+=($!)
+        for _ in $(seq 200); do port_open "$rport" && break; sleep 0.05; done
+        for i in $(seq "$n"); do
+            "$server" --flood 0 -q --port 0 --cluster "redis://127.0.0.1:$rport" \
+                --node-name "n$i" >"$tmp/node$i.out" 2>&1 &
+            spids=($! "${spids[@]}")
+            ports+=("$(wait_listening "$tmp/node$i.out")")
+        done
+        sleep 0.3 # every node subscribed
+        port=$(IFS=,; echo "${ports[*]}")
+        return
+        ;;
     st:*)
         local b d
         IFS=: read -r _ b d <<<"$name"
         "$server" --raw --flood 0 -q --port 0 --backend "$b" --dispatch "$d" >"$out" 2>&1 &
         spid=$!
-        for _ in $(seq 200); do grep -q Listening "$out" && break; sleep 0.05; done
-        port=$(sed -n 's/^Listening on port: \[\([0-9]*\)\].*/\1/p' "$out")
-        [ -n "$port" ] || { cat "$out" >&2; echo "st_proactor ($name) did not start" >&2; exit 1; }
+        port=$(wait_listening "$out")
         return
         ;;
     redis)
@@ -125,6 +169,9 @@ label() {
     case "$1" in
     st:auto:pool) echo "st_proactor (default: ${auto_backend}, pool)" ;;
     st:*) IFS=: read -r _ b d <<<"$1"; echo "st_proactor $b, $d" ;;
+    chat) echo "st_proactor, one server alone" ;;
+    cluster:1) echo "st_proactor, one server + Redis (--cluster)" ;;
+    cluster:*) echo "st_proactor, ${1#cluster:} servers + Redis (--cluster)" ;;
     redis) echo "Redis $redis_v pub/sub" ;;
     nats) echo "NATS $nats_v" ;;
     ncat) echo "ncat $ncat_v --chat" ;;
@@ -146,10 +193,10 @@ run_load() {
     local extra=()
     [ "$s" = ncat ] && extra=(--connect-rate 500) # ncat listens with a backlog of 10
     local res cpu0 cpu1
-    cpu0=$(cpu_ticks "$spid")
+    cpu0=$(cpu_ticks "${spids[@]}" $spid)
     res=$("$bench" --proto "$proto" --port "$port" "${extra[@]}" "$@" 2>"$tmp/cb.err" |
         grep '^RESULT' || true)
-    cpu1=$(cpu_ticks "$spid")
+    cpu1=$(cpu_ticks "${spids[@]}" $spid)
     stop_server
     if [ -z "$res" ]; then
         log "  $w $(label "$s") round $r: no result ($(tail -1 "$tmp/cb.err"))"
@@ -226,7 +273,7 @@ fanout_table() { # w title servers...
         [ "$(failed_rounds "$w" "$s")" != 0 ] && note=" (did not run: ${R["$w|$s|why"]:-see log})"
         local c; c=$(median "$w" "$s" cpu_ns)
         echo "| $(label "$s")$note | $(fmt_rate "$d") | $(ratio "$d" "$base") | ${c/#-/-}$([ "$c" != - ] && echo " ns") | $(total "$w" "$s" lost) | $(total "$w" "$s" reordered) | $(total "$w" "$s" duplicated) | $(total "$w" "$s" damaged) | $(total "$w" "$s" order_mismatches) | $(fmt_ms "$(median "$w" "$s" p99_us)") |"
-        case "$s" in st:*) check_clean "$w" "$s" ;; esac
+        case "$s" in st:* | chat | cluster:*) check_clean "$w" "$s" ;; esac
     done
 }
 
@@ -244,7 +291,7 @@ latency_table() { # w title servers...
         [ "$(failed_rounds "$w" "$s")" != 0 ] && note=" (did not run: ${R["$w|$s|why"]:-see log})"
         local p99; p99=$(median "$w" "$s" p99_us)
         echo "| $(label "$s")$note | $(fmt_rate "$(median "$w" "$s" deliveries_per_s)") | $(fmt_ms "$(median "$w" "$s" p50_us)") | $(fmt_ms "$(median "$w" "$s" p90_us)") | $(fmt_ms "$p99") | $(fmt_ms "$(median "$w" "$s" p999_us)") | $(fmt_ms "$(median "$w" "$s" max_us)") | $(ratio "$p99" "$base") | $(total "$w" "$s" lost) | $(total "$w" "$s" reordered) | $(total "$w" "$s" order_mismatches) |"
-        case "$s" in st:*) check_clean "$w" "$s" ;; esac
+        case "$s" in st:* | chat | cluster:*) check_clean "$w" "$s" ;; esac
     done
 }
 
@@ -302,7 +349,12 @@ stop_server
 auto_backend=$(sed -n 's/.*: backend \([a-z_]*\).*/\1/p' "$tmp/probe.out" | head -1)
 [ -n "$auto_backend" ] || auto_backend=auto
 
-if [ "$mode" = quick ]; then
+if [ "$mode" = cluster ]; then
+    rounds=3
+    st_servers=()
+    msgs=2000
+    lat_s=5
+elif [ "$mode" = quick ]; then
     rounds=1
     st_servers=(st:auto:pool st:epoll:thread)
     msgs=1000
@@ -336,6 +388,7 @@ cat <<EOF
   original design).
 EOF
 
+if [ "$mode" != cluster ]; then
 log "== fan-out"
 for r in $(seq "$rounds"); do
     for s in "${all_servers[@]}"; do
@@ -436,6 +489,38 @@ if [ "$mode" = full ]; then
         log "CHECK FAILED: idle+active: $(cat "$tmp/idle.err" "$tmp/cb.err" | tail -2)"
         check_fail=1
     fi
+fi
+
+
+fi # not --cluster
+
+# ---------------------------------------------------------------------------
+# Clustering (issue 8): chat mode, clients split between the nodes (client i on node
+# i mod n), every line through Redis and back, against one server alone and Redis alone.
+cluster_servers=(chat cluster:1 cluster:2 redis)
+log "== cluster"
+for r in $(seq "$rounds"); do
+    for s in "${cluster_servers[@]}"; do
+        run_load cfan100 "$s" "$r" --clients 100 --messages "$msgs" --size 64 --threads 2
+        run_load clat "$s" "$r" --clients 100 --publishers 10 --rate 1010 --duration "$lat_s" \
+            --size 64
+    done
+done
+echo
+echo "## Cluster: several servers sharing a room through Redis"
+echo
+echo "Chat mode (\`--flood 0\`, lines arrive as \`<guestN> ...\`): one server alone; one server"
+echo "with \`--cluster\` (every line goes to Redis and is delivered, on its own server too,"
+echo "only when it comes back: that is what gives every member on every server the same"
+echo "order); two servers with the 100 clients split between them. Redis pub/sub alone is"
+echo "the same load straight on Redis. Server CPU counts every process of the row (the nodes"
+echo "and their Redis). \"order mismatches\" compares the order of every receiver, on both"
+echo "servers, against the others."
+fanout_table cfan100 "Throughput: 100 clients, all publishing $msgs messages" "${cluster_servers[@]}"
+latency_table clat "Latency: 100 clients, 10 publishing 1010 messages/s each (about 1,000,000 deliveries/s)" "${cluster_servers[@]}"
+
+if [ "$mode" = cluster ]; then
+    exit $check_fail
 fi
 
 # ---------------------------------------------------------------------------

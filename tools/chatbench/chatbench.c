@@ -47,11 +47,13 @@
 /* Options */
 
 enum { PROTO_LINE, PROTO_REDIS, PROTO_NATS };
+#define MAX_PORTS 16
 static const char *const proto_names[] = {"line", "redis", "nats"};
 
 static struct {
     const char *host;
-    int port;
+    int port; /* the first of ports */
+    int ports[MAX_PORTS], nports;
     int proto;
     long clients, publishers, messages, size, window;
     double rate, duration, timeout, stall, settle, connect_rate, hold;
@@ -368,7 +370,8 @@ static struct {
     uint64_t sample_k;
     double period_ns;
     char *alpha;
-    struct sockaddr_in dst;
+    struct sockaddr_in dst[MAX_PORTS]; /* --port P1,P2,...: client i goes to P(i mod n) */
+    int ndst;
     client *cl;
     thr *th;
     int nthreads;
@@ -590,7 +593,8 @@ static void on_connected(thr *t, conn *c)
     flush(t, c);
 }
 
-static int start_connect(thr *t, conn *c, int srcidx)
+/* Connects c to the server of client (or connection) number who. */
+static int start_connect(thr *t, conn *c, int srcidx, long who)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -608,7 +612,8 @@ static int start_connect(thr *t, conn *c, int srcidx)
         }
     }
     c->fd = fd;
-    int r = connect(fd, (struct sockaddr *)&G.dst, sizeof G.dst);
+    const struct sockaddr_in *dst = &G.dst[who % G.ndst];
+    int r = connect(fd, (const struct sockaddr *)dst, sizeof *dst);
     if (r != 0 && errno != EINPROGRESS) {
         int e = errno;
         close(fd);
@@ -1082,7 +1087,7 @@ static void start_connects(thr *t)
         for (int k = 0; k < 2; k++) {
             if (!cs[k])
                 continue;
-            int r = start_connect(t, cs[k], cl->id * 2 + k);
+            int r = start_connect(t, cs[k], cl->id * 2 + k, cl->id);
             if (r < 0) {
                 if (!t->err[0])
                     snprintf(t->err, sizeof t->err, "client %d: cannot connect: %s", cl->id,
@@ -1613,7 +1618,7 @@ static int run_idle(void)
     while ((next < K && failed_at < 0) || pending > 0) {
         while (next < K && pending < 256 && failed_at < 0) {
             conn tmp = {0};
-            int r = start_connect(NULL, &tmp, (int)next);
+            int r = start_connect(NULL, &tmp, (int)next, next);
             if (r < 0) {
                 failed_at = next;
                 first_err = -r;
@@ -1751,7 +1756,9 @@ static void usage(FILE *f)
 "Load generator for fan-out chat/pub-sub servers on loopback.\n"
 "\n"
 "  --host ADDR        server address, loopback only (default 127.0.0.1)\n"
-"  --port N           server port (default: 9034 line, 6379 redis, 4222 nats)\n"
+"  --port N[,N...]    server port (default: 9034 line, 6379 redis, 4222 nats); with\n"
+"                     several, client i connects to the (i mod n)-th (servers sharing\n"
+"                     a room, such as an st_proactor cluster)\n"
 "  --proto P          line | redis | nats (default line)\n"
 "  --clients N        connected clients, all receive (default 10)\n"
 "  --publishers P     clients 0..P-1 also publish (default: all clients)\n"
@@ -1826,7 +1833,24 @@ int main(int argc, char **argv)
     while ((ch = getopt_long(argc, argv, "vh", lo, NULL)) != -1) {
         switch (ch) {
         case 'H': O.host = optarg; break;
-        case 'p': O.port = (int)parse_int("port", optarg, 1, 65535); break;
+        case 'p': {
+            /* one port, or several separated by commas (one server each, e.g. a cluster) */
+            O.nports = 0;
+            for (char *save = NULL, *tok = strtok_r(optarg, ",", &save); tok;
+                 tok = strtok_r(NULL, ",", &save)) {
+                if (O.nports == MAX_PORTS) {
+                    fprintf(stderr, "chatbench: at most %d ports\n", MAX_PORTS);
+                    exit(2);
+                }
+                O.ports[O.nports++] = (int)parse_int("port", tok, 1, 65535);
+            }
+            if (!O.nports) {
+                fprintf(stderr, "chatbench: --port needs a number\n");
+                exit(2);
+            }
+            O.port = O.ports[0];
+            break;
+        }
         case 'P':
             if (!strcmp(optarg, "line")) O.proto = PROTO_LINE;
             else if (!strcmp(optarg, "redis")) O.proto = PROTO_REDIS;
@@ -1872,8 +1896,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "chatbench: unexpected argument '%s' (see --help)\n", argv[optind]);
         return 2;
     }
-    if (O.port < 0)
+    if (O.port < 0) {
         O.port = O.proto == PROTO_REDIS ? 6379 : O.proto == PROTO_NATS ? 4222 : 9034;
+        O.ports[0] = O.port;
+        O.nports = 1;
+    }
     if (!O.publishers_set)
         O.publishers = O.clients;
     if (O.publishers > O.clients) {
@@ -1899,13 +1926,17 @@ int main(int argc, char **argv)
                 O.timeout, O.duration);
     if (!strcmp(O.host, "localhost"))
         O.host = "127.0.0.1";
-    G.dst.sin_family = AF_INET;
-    G.dst.sin_port = htons((uint16_t)O.port);
-    if (inet_pton(AF_INET, O.host, &G.dst.sin_addr) != 1) {
+    for (G.ndst = 0; G.ndst < O.nports; G.ndst++) {
+        G.dst[G.ndst].sin_family = AF_INET;
+        G.dst[G.ndst].sin_port = htons((uint16_t)O.ports[G.ndst]);
+    }
+    if (inet_pton(AF_INET, O.host, &G.dst[0].sin_addr) != 1) {
         fprintf(stderr, "chatbench: --host must be an IPv4 address (got '%s')\n", O.host);
         return 2;
     }
-    if ((ntohl(G.dst.sin_addr.s_addr) >> 24) != 127) {
+    for (int i = 1; i < G.ndst; i++)
+        G.dst[i].sin_addr = G.dst[0].sin_addr;
+    if ((ntohl(G.dst[0].sin_addr.s_addr) >> 24) != 127) {
         fprintf(stderr, "chatbench: --host must be a loopback address (127.x.x.x)\n");
         return 2;
     }
