@@ -27,6 +27,8 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -131,6 +133,31 @@ static void report_stall(const client *waiting)
                 (unsigned long long)atomic_load(&s->read_after_ms),
                 (unsigned long long)px_now_ms(), s->be_readable, s->be_writable,
                 s->be_rdhup, s->be_want_read, s->be_want_write, s->fd_closing);
+    }
+    /* What the kernel says: bytes waiting on the server's side of each client, the
+     * epoll registrations, and whether epoll has an event ready now (taking it: the
+     * target aborts anyway). */
+    if (px_loop_backend(loop) == PX_BACKEND_EPOLL) {
+        int epfd = *(const int *)loop->be_data; /* epoll_state's first member */
+        for (int i = 0; i < nclients; i++) {
+            int unread = -1, fd = clients[i].st->fd;
+            if (fd >= 0)
+                ioctl(fd, FIONREAD, &unread);
+            fprintf(stderr, "client %d: server fd %d, %d bytes unread there\n", i, fd, unread);
+        }
+        char path[64], buf[4096];
+        snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", epfd);
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        buf[n] = '\0';
+        if (f)
+            fclose(f);
+        fprintf(stderr, "epoll fd %d registrations:\n%s", epfd, buf);
+        struct epoll_event ev[16];
+        int ready = epoll_wait(epfd, ev, 16, 0);
+        fprintf(stderr, "epoll_wait now: %d ready\n", ready);
+        for (int i = 0; i < ready; i++)
+            fprintf(stderr, "  events 0x%x for %p\n", ev[i].events, ev[i].data.ptr);
     }
     if (getenv("FUZZ_STALL_GDB")) {
         char cmd[128];
