@@ -190,11 +190,7 @@ static void became_up(void)
     atomic_store(&C.up, true);
     C.backoff_ms = RETRY_MIN_MS;
     srv_log(SRV_LOG_INFO, "cluster: connected to Redis at %s:%d", C.host, C.port);
-    presence_sync();
-    if (C.told_down) {
-        C.told_down = false;
-        chat_notice_all("*** The cluster is back.");
-    }
+    presence_sync(); /* clients hear the cluster is back once it has their names again */
 }
 
 static void on_pmessage(redisAsyncContext *ac, void *reply, void *priv)
@@ -494,6 +490,17 @@ static void on_lost(redisAsyncContext *ac, void *reply, void *priv)
     }
 }
 
+/* This server's users are in the cluster's names and lists again (or could not be
+ * written, for want of memory): they can be told the cluster is back. */
+static void on_synced(redisAsyncContext *ac, void *reply, void *priv)
+{
+    on_lost(ac, reply, priv);
+    if (atomic_load(&C.up) && C.told_down) {
+        C.told_down = false;
+        chat_notice_all("*** The cluster is back.");
+    }
+}
+
 static void add_user(const char *name, const char *room, void *ctx)
 {
     cmd_args *a = ctx;
@@ -512,7 +519,7 @@ static void presence_sync(void)
     chat_presence_each(add_user, &a);
     if (a.failed)
         srv_log(SRV_LOG_ERROR, "cluster: out of memory writing this server's users");
-    send_args(&a, on_lost, NULL);
+    send_args(&a, on_synced, NULL);
 }
 
 static void heartbeat(px_timer *t, void *user)

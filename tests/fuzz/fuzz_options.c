@@ -84,7 +84,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                   a.cfg.idle_timeout == b.cfg.idle_timeout &&
                   a.cfg.max_clients == b.cfg.max_clients &&
                   a.cfg.announce_max == b.cfg.announce_max && a.cfg.keepalive == b.cfg.keepalive &&
-                  a.cfg.shutdown_wait == b.cfg.shutdown_wait,
+                  a.cfg.shutdown_wait == b.cfg.shutdown_wait &&
+                  a.cfg.cluster_ttl == b.cfg.cluster_ttl,
               "the same arguments parsed twice give different configurations");
         check(a.out_len == 0 && a.err_len == 0, "an accepted configuration printed something");
         check(a.cfg.port <= 65535, "port above 65535");
@@ -101,6 +102,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check(a.cfg.shutdown_wait <= 600000, "--shutdown-wait above 10 minutes");
         check(a.cfg.announce_max <= 100000000, "--announce-max above 10^8");
         check(a.cfg.sendq <= (1u << 30), "--sendq above 1G");
+        check(a.cfg.cluster_ttl >= 3 && a.cfg.cluster_ttl <= 3600, "--cluster-ttl out of range");
+        check(a.cfg.cluster || !a.cfg.cluster_optional, "--cluster-optional without --cluster");
         break;
     case SRV_PARSE_EXIT:
         check(a.out_len > 0 && a.err_len == 0, "--help/--version printed nothing");

@@ -415,3 +415,36 @@ Test(cluster, crashed_node_users_vanish_after_ttl)
     h_server_stop(&a);
     redis_stop(&r);
 }
+
+/* Redis restarts empty: each server writes its users' names and rooms again, so a name
+ * stays taken and /who still lists everyone; while Redis is away, /who says it answers for
+ * this server only. */
+Test(cluster, names_written_again_after_redis_restart)
+{
+    redis r;
+    redis_start(&r, 0);
+    h_server a, b;
+    node_start(&a, &r, "a", false);
+    node_start(&b, &r, "b", false);
+    h_proc ana, bob;
+    char line[512];
+    client(&a, &ana, 1, "ana");
+    client(&b, &bob, 1, "bob");
+    int port = r.port;
+    redis_stop(&r);
+    cr_assert(h_wait_line(&ana.out, "The cluster is unreachable", NULL, NULL, 0, H_WAIT_MS));
+    ask(&ana, "/who\n", " in lobby", line, sizeof line);
+    cr_expect_str_eq(line, "*** 1 user in lobby (this server only: the cluster is unreachable): "
+                           "ana\r\n");
+    redis_start(&r, port); /* empty: no persistence */
+    cr_assert(h_wait_line(&ana.out, "The cluster is back", NULL, NULL, 0, 2 * H_WAIT_MS));
+    cr_assert(h_wait_line(&bob.out, "The cluster is back", NULL, NULL, 0, 2 * H_WAIT_MS));
+    ask(&bob, "/nick ana\n", "*** Error", line, sizeof line);
+    cr_expect_str_eq(line, "*** Error: the nickname ana is taken (on another server).\r\n");
+    ask(&ana, "/who\n", " in lobby", line, sizeof line);
+    cr_expect_str_eq(line, "*** 2 users in lobby: ana, bob\r\n");
+    h_close_all((h_proc *const[]){&ana, &bob}, 2);
+    h_server_stop(&a);
+    h_server_stop(&b);
+    redis_stop(&r);
+}

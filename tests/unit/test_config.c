@@ -51,3 +51,26 @@ Test(config, shown_escapes_controls_and_shortens)
     srv_shown(long_arg, out);
     cr_expect_eq(strlen(out), 64 * 4 + 3, "%zu", strlen(out));
 }
+
+Test(config, cluster_ttl_bounds_and_needs_cluster)
+{
+    char err[256];
+    cr_expect_eq(parse((char *[]){"--cluster", "redis://127.0.0.1", "--cluster-ttl", "3", NULL},
+                       err, sizeof(err)),
+                 SRV_PARSE_RUN, "%s", err);
+    cr_expect_eq(parse((char *[]){"--cluster", "redis://127.0.0.1", "--cluster-ttl", "3600",
+                                  NULL},
+                       err, sizeof(err)),
+                 SRV_PARSE_RUN, "%s", err);
+    cr_expect_eq(parse((char *[]){"--cluster", "redis://127.0.0.1", "--cluster-ttl", "2", NULL},
+                       err, sizeof(err)),
+                 SRV_PARSE_ERROR);
+    cr_expect(strstr(err, "--cluster-ttl") != NULL, "%s", err);
+    cr_expect_eq(parse((char *[]){"--cluster", "redis://127.0.0.1", "--cluster-ttl", "3601",
+                                  NULL},
+                       err, sizeof(err)),
+                 SRV_PARSE_ERROR);
+    cr_expect_eq(parse((char *[]){"--cluster-ttl", "30", NULL}, err, sizeof(err)),
+                 SRV_PARSE_ERROR);
+    cr_expect(strstr(err, "need --cluster") != NULL, "%s", err);
+}
