@@ -252,12 +252,13 @@ PX_API void px_stream_resume(px_stream *s);
 
 /* Runs fn(s, arg, user) through the stream's executor, in order with its
  * handlers: never at the same time as one of them, after on_open and before
- * on_close (also when the stream is closing), calls in the order they were
- * made.  This is how work finished elsewhere (an answer from another
- * service, a timer on the loop thread) comes back to the stream's own
- * context.  Reading goes on meanwhile unless the stream is paused.  Any
- * thread.  Returns 0 (fn will run exactly once), -EPIPE when on_close has
- * been dispatched already (fn will never run), -EINVAL or -ENOMEM. */
+ * on_close, calls in the order they were made.  This is how work finished
+ * elsewhere (an answer from another service, a timer on the loop thread)
+ * comes back to the stream's own context.  Reading and sending go on
+ * meanwhile (calls and reads take turns) unless the stream is paused.  Any
+ * thread.  Returns 0 (fn will run exactly once, before on_close, even if the
+ * stream closes meanwhile), -EPIPE once px_stream_close/abort has been called
+ * or the stream has closed (fn will never run), -EINVAL or -ENOMEM. */
 PX_API int px_stream_call(px_stream *s, void (*fn)(px_stream *s, void *arg, void *user),
                           void *arg);
 

@@ -121,14 +121,15 @@ struct px_stream {
     size_t q_max;
     bool send_closed;   /* refuse new sends */
     bool flush_pending; /* a FLUSH request is on its way to the loop */
-    px_call *calls, **calls_tail; /* px_stream_call, in order */
-    bool calls_closed;  /* on_close dispatched: refuse new calls */
+    px_call *calls, **calls_tail; /* px_stream_call, in order (refused once
+                                     send_closed is set) */
     atomic_uint ncalls; /* calls queued, read without the lock by the loop */
 
     /* Loop thread only. */
     px_stream_state state;
     int cause;         /* for on_close */
     bool busy;         /* an event is with the executor */
+    bool after_call;   /* the last event was a call: reading goes first */
     bool want_read;    /* read when idle */
     bool want_flush;   /* queue has data to write */
     bool want_open;    /* on_open still to be dispatched */

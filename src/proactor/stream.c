@@ -109,12 +109,10 @@ static void dispatch(px_stream *s, px_event ev)
     px__exec_submit(s->loop, s);
 }
 
-/* Dispatches the first queued px_stream_call, if any; with close, when none is
- * queued, refuses further calls (under the lock, so a call is either run or
- * refused).  True if something was dispatched. */
-static bool dispatch_call(px_stream *s, bool close)
+/* Dispatches the first queued px_stream_call, if any.  True if it did. */
+static bool dispatch_call(px_stream *s)
 {
-    if (!close && !atomic_load(&s->ncalls))
+    if (!atomic_load(&s->ncalls))
         return false;
     pthread_mutex_lock(&s->lock);
     px_call *c = s->calls;
@@ -123,8 +121,6 @@ static bool dispatch_call(px_stream *s, bool close)
         if (!s->calls)
             s->calls_tail = &s->calls;
         atomic_fetch_sub(&s->ncalls, 1);
-    } else if (close) {
-        s->calls_closed = true;
     }
     pthread_mutex_unlock(&s->lock);
     if (!c)
@@ -134,10 +130,11 @@ static bool dispatch_call(px_stream *s, bool close)
     return true;
 }
 
-/* Calls queued before the close run first. */
+/* Calls accepted before the stream closed run first (no call is accepted once
+ * it has: send_closed). */
 static void dispatch_close(px_stream *s)
 {
-    if (dispatch_call(s, true))
+    if (dispatch_call(s))
         return;
     s->close_sent = true;
     dispatch(s, PX_EV_CLOSE);
@@ -183,19 +180,23 @@ void px__stream_event_done(px_stream *s)
 {
     px_event prev = s->ev;
     s->busy = false;
+    s->after_call = prev == PX_EV_CALL;
     s->ev = PX_EV_NONE;
     if (prev == PX_EV_CLOSE) {
         finalize(s);
         return;
     }
-    if (s->state == PX_ST_CLOSED && !s->close_sent) {
-        dispatch_close(s);
-        return;
-    }
     if (prev == PX_EV_CALL) {
         /* Reading goes on as before the call: a receive armed then is still
-         * armed, and bytes it brought meanwhile wait in kept (want_read). */
+         * armed, and bytes it brought meanwhile wait in kept (want_read).  A
+         * closed stream's next call or its on_close come from the pending
+         * pass, not from in here: the inline executor would recurse once per
+         * queued call. */
         px__schedule(s);
+        return;
+    }
+    if (s->state == PX_ST_CLOSED && !s->close_sent) {
+        dispatch_close(s);
         return;
     }
     if (s->state == PX_ST_OPEN && s->can_read) {
@@ -255,17 +256,57 @@ bool px__stream_paused(px_stream *s)
     return true;
 }
 
+/* Reading: arms a receive, hands over bytes kept back, or starts the timer
+ * that ends a pause. */
+static void read_step(px_stream *s)
+{
+    px_loop *loop = s->loop;
+    if (!s->want_read || s->state != PX_ST_OPEN || s->busy || s->pause)
+        return;
+    uint64_t after = atomic_load_explicit(&s->read_after_ms, memory_order_acquire);
+    uint64_t now = after ? px_now_ms() : 0;
+    if (after > now) {
+        /* Paused: come back when the pause ends (want_read stays set). */
+        px_stream_retain(s);
+        if (px_timer_start(loop, &s->pause, after - now, 0, pause_over, s) == 0)
+            return;
+        s->pause = NULL;
+        px_stream_release(s); /* no memory for a timer: read now */
+    }
+    s->want_read = false;
+    if (atomic_load(&s->no_data))
+        return;
+    if (s->kept) {
+        /* Bytes the last handler gave back come before new ones. */
+        s->ev_data = s->kept;
+        s->ev_len = s->kept_len;
+        s->ev_owned = true;
+        s->kept = NULL;
+        s->kept_len = 0;
+        dispatch(s, PX_EV_DATA);
+        return;
+    }
+    loop->be->stream_recv(loop, s);
+}
+
+static bool call_step(px_stream *s)
+{
+    return !s->busy && !s->want_open && s->state != PX_ST_NEW && dispatch_call(s);
+}
+
 void px__stream_progress(px_stream *s)
 {
     px_loop *loop = s->loop;
+    if (s->state == PX_ST_CLOSED) { /* after a call: the next one, or on_close */
+        if (!s->busy && !s->close_sent)
+            dispatch_close(s);
+        return;
+    }
     if (s->want_open && s->state == PX_ST_OPEN && !s->busy) {
         s->want_open = false;
         dispatch(s, PX_EV_OPEN);
         return; /* reading starts when on_open has returned */
     }
-    if (!s->busy && !s->want_open && s->state != PX_ST_NEW && !s->close_sent &&
-        dispatch_call(s, false))
-        return;
     if (s->want_flush && (s->state == PX_ST_OPEN || s->state == PX_ST_CLOSING)) {
         s->want_flush = false;
         pthread_mutex_lock(&s->lock);
@@ -275,31 +316,12 @@ void px__stream_progress(px_stream *s)
         if (any)
             loop->be->stream_send(loop, s);
     }
-    if (s->want_read && s->state == PX_ST_OPEN && !s->busy && !s->pause) {
-        uint64_t after = atomic_load_explicit(&s->read_after_ms, memory_order_acquire);
-        uint64_t now = after ? px_now_ms() : 0;
-        if (after > now) {
-            /* Paused: come back when the pause ends (want_read stays set). */
-            px_stream_retain(s);
-            if (px_timer_start(loop, &s->pause, after - now, 0, pause_over, s) == 0)
-                return;
-            s->pause = NULL;
-            px_stream_release(s); /* no memory for a timer: read now */
-        }
-        s->want_read = false;
-        if (atomic_load(&s->no_data))
-            return;
-        if (s->kept) {
-            /* Bytes the last handler gave back come before new ones. */
-            s->ev_data = s->kept;
-            s->ev_len = s->kept_len;
-            s->ev_owned = true;
-            s->kept = NULL;
-            dispatch(s, PX_EV_DATA);
-            return;
-        }
-        loop->be->stream_recv(loop, s);
-    }
+    /* Calls and reads take turns, so a steady stream of calls cannot hold off
+     * reading (or the other way round): after a call, reading goes first. */
+    if (!s->after_call && call_step(s))
+        return;
+    read_step(s);
+    call_step(s);
 }
 
 int px_stream_keep(px_stream *s, size_t n)
@@ -335,7 +357,7 @@ int px_stream_call(px_stream *s, void (*fn)(px_stream *s, void *arg, void *user)
         return -ENOMEM;
     *c = (px_call){.fn = fn, .arg = arg};
     pthread_mutex_lock(&s->lock);
-    bool refused = s->calls_closed;
+    bool refused = s->send_closed; /* closed, or px_stream_close/abort called */
     if (!refused) {
         *s->calls_tail = c;
         s->calls_tail = &c->next;
