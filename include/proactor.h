@@ -251,11 +251,12 @@ PX_API void px_stream_pause(px_stream *s, uint64_t delay_ms);
 PX_API void px_stream_resume(px_stream *s);
 
 /* Runs fn(s, arg, user) through the stream's executor, in order with its
- * handlers: never at the same time as one of them, after on_open and before
- * on_close, calls in the order they were made.  This is how work finished
+ * handlers: never at the same time as one of them, after on_open (if the
+ * stream opened) and before on_close, calls in the order they were made.  This is how work finished
  * elsewhere (an answer from another service, a timer on the loop thread)
  * comes back to the stream's own context.  Reading and sending go on
- * meanwhile (calls and reads take turns) unless the stream is paused.  Any
+ * meanwhile (calls and reads take turns; bytes that arrive while a call runs
+ * wait for it to return) unless the stream is paused.  Any
  * thread.  Returns 0 (fn will run exactly once, before on_close, even if the
  * stream closes meanwhile), -EPIPE once px_stream_close/abort has been called
  * or the stream has closed (fn will never run), -EINVAL or -ENOMEM. */

@@ -356,6 +356,9 @@ int px_stream_call(px_stream *s, void (*fn)(px_stream *s, void *arg, void *user)
     if (!c)
         return -ENOMEM;
     *c = (px_call){.fn = fn, .arg = arg};
+    /* Once the call is queued the loop may run it and on_close, and free the
+     * stream, before the request below: hold it meanwhile. */
+    px_stream_retain(s);
     pthread_mutex_lock(&s->lock);
     bool refused = s->send_closed; /* closed, or px_stream_close/abort called */
     if (!refused) {
@@ -364,11 +367,13 @@ int px_stream_call(px_stream *s, void (*fn)(px_stream *s, void *arg, void *user)
         atomic_fetch_add(&s->ncalls, 1);
     }
     pthread_mutex_unlock(&s->lock);
+    if (!refused)
+        px__stream_request(s, PX_REQ_CALL);
+    px_stream_release(s);
     if (refused) {
         free(c);
         return -EPIPE;
     }
-    px__stream_request(s, PX_REQ_CALL);
     return 0;
 }
 

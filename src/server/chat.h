@@ -45,6 +45,9 @@ typedef struct chat_session {
     /* A question to the cluster in flight (own handlers): the session reads no
      * more lines until its answer has been handled. */
     bool waiting;
+    uint64_t wait_until_ms;                 /* when to stop waiting (out of memory) */
+    uint64_t read_after_ms;                 /* the flood limit's pause, kept across waits */
+    bool reserving;                         /* pending_name is reserved here (registry lock) */
     char *pending_text;                     /* /msg: the text, for the echo */
     char pending_name[CHAT_NICK_MAX + 1];   /* /nick: the new name; /msg: the target */
     char pending_room[CHAT_ROOM_MAX + 1];   /* /join: where to */

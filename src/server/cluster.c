@@ -31,6 +31,7 @@ static struct {
     /* Loop thread only. */
     redisAsyncContext *pub, *sub;
     bool pub_ok, sub_ok, stopping, told_down;
+    bool dirty; /* Redis's names and lists may not match this server's: write them anew */
     px_timer *retry, *heartbeat;
     unsigned backoff_ms;
     /* Any thread. */
@@ -244,8 +245,11 @@ static void on_pmessage(redisAsyncContext *ac, void *reply, void *priv)
     "local t = redis.call('TIME') "                                                 \
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
 
-/* ARGV: base, tag, ttl, name ('' for a guest), shown, room, old ('' for none). */
+/* ARGV: base, tag, ttl, name ('' for a guest), shown, room, old ('' for none).  Also
+ * renews this node's liveness with the name's TTL, so that lists and names of a
+ * crashed node expire together. */
 static const char LUA_CLAIM[] =
+    LUA_NOW
     "local P, tag, ttl, name, shown = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5] "
     "if name == '' then "
     "  for i = 1, 100 do "
@@ -268,7 +272,15 @@ static const char LUA_CLAIM[] =
     "  if redis.call('GET', P .. 'nick:' .. old) == tag then "
     "    redis.call('DEL', P .. 'nick:' .. old) end "
     "end "
+    "redis.call('ZADD', P .. 'nodes', now + ttl * 1000, tag) "
     "return shown";
+
+/* ARGV: base, tag, ttl, name, "shown\troom": a local user moved. */
+static const char LUA_MOVE[] =
+    "local node = ARGV[1] .. 'node:' .. ARGV[2] "
+    "redis.call('HSET', node, ARGV[4], ARGV[5]) "
+    "redis.call('EXPIRE', node, tonumber(ARGV[3])) "
+    "return 1";
 
 /* ARGV: base, tag, name. */
 static const char LUA_DROP[] =
@@ -278,9 +290,10 @@ static const char LUA_DROP[] =
     "return 1";
 
 /* ARGV: base, tag, ttl, then name, shown, room for each local user (SYNC: the list
- * is written anew) or nothing (HEARTBEAT: the names listed are refreshed).  Returns
- * the names another server has taken meanwhile (after this one was cut off for
- * longer than the TTL). */
+ * is written anew) or how many local users there are (HEARTBEAT: the names listed
+ * are refreshed; a list shorter than that, lost in Redis, is answered '', 'resync').
+ * Returns the names another server has taken meanwhile (after this one was cut off
+ * for longer than the TTL). */
 static const char LUA_SYNC[] =
     LUA_NOW
     "local P, tag, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]) "
@@ -302,6 +315,7 @@ static const char LUA_HEARTBEAT[] =
     LUA_NOW
     "local P, tag, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]) "
     "local node = P .. 'node:' .. tag "
+    "if redis.call('HLEN', node) < tonumber(ARGV[4]) then return {'', 'resync'} end "
     "local lost = {} "
     "for _, f in ipairs(redis.call('HKEYS', node)) do "
     "  local k = P .. 'nick:' .. f "
@@ -478,8 +492,12 @@ static void on_lost(redisAsyncContext *ac, void *reply, void *priv)
         return;
     for (size_t i = 0; i < r->elements; i++) {
         const redisReply *e = r->element[i];
-        if (e->type != REDIS_REPLY_STRING)
+        if (e->type != REDIS_REPLY_STRING || !e->len)
             continue;
+        if (i == 1 && strcmp(e->str, "resync") == 0 && !r->element[0]->len) {
+            C.dirty = true; /* Redis lost this server's list: written anew next beat */
+            return;
+        }
         px_buf *b = chat_fmt("*** Your name %s is also in use on another server of the "
                              "cluster now; please choose another with /nick.", e->str);
         if (b) {
@@ -512,6 +530,7 @@ static void add_user(const char *name, const char *room, void *ctx)
 /* After each (re)connection: this server's whole list, written anew. */
 static void presence_sync(void)
 {
+    C.dirty = false;
     cmd_args a = {0};
     args_script(&a, LUA_SYNC);
     args_str(&a, C.tag);
@@ -522,16 +541,32 @@ static void presence_sync(void)
     send_args(&a, on_synced, NULL);
 }
 
+static void count_user(const char *name, const char *room, void *ctx)
+{
+    (void)name;
+    (void)room;
+    ++*(unsigned *)ctx;
+}
+
 static void heartbeat(px_timer *t, void *user)
 {
     (void)t;
     (void)user;
     if (!atomic_load(&C.up))
         return;
+    if (C.dirty) {
+        presence_sync();
+        return;
+    }
+    unsigned users = 0;
+    char count[16];
+    chat_presence_each(count_user, &users);
+    snprintf(count, sizeof(count), "%u", users);
     cmd_args a = {0};
     args_script(&a, LUA_HEARTBEAT);
     args_str(&a, C.tag);
     args_str(&a, C.ttl);
+    args_str(&a, count);
     send_args(&a, on_lost, NULL);
 }
 
@@ -607,12 +642,19 @@ static void on_answer(redisAsyncContext *ac, void *reply, void *priv)
     if (q->timer)
         px_timer_cancel(q->timer);
     q->timer = NULL;
+    if (q->claim && r && q->a.status < 0)
+        C.dirty = true; /* refused (an error): the session goes on with a local name */
     if (!q->timed_out) {
         ask_answer(q);
         return;
     }
-    if (q->claim && q->a.status == 1) /* too late: the session went on without it */
+    /* Too late: the session went on without this answer (keeping its old or a local
+     * name), but the claim may have happened: give the name back, and write this
+     * server's names anew at the next beat, once the session has its local name. */
+    if (q->claim && q->a.status == 1)
         cluster_left(q->a.text);
+    if (q->claim)
+        C.dirty = true;
     ask_free(q);
 }
 
@@ -623,10 +665,10 @@ static void ask_expired(px_timer *t, void *user)
     ask *q = user;
     px_timer_cancel(t);
     q->timer = NULL;
-    q->timed_out = true;
     ask *now = calloc(1, sizeof(*now));
     if (!now)
-        return; /* the session's safety net (CLUSTER_WAIT_MS) takes over */
+        return; /* out of memory: Redis's answer, when it comes, is the answer */
+    q->timed_out = true;
     *now = (ask){.st = px_stream_retain(q->st), .done = q->done, .a = {.status = -1}};
     ask_answer(now);
 }
@@ -687,16 +729,13 @@ int cluster_claim(px_stream *st, const char *name, const char *room, const char 
 
 int cluster_move(px_stream *st, const char *name, const char *room, cluster_done_fn *done)
 {
-    char node[160], value[CHAT_NICK_MAX + CHAT_ROOM_MAX + 2];
-    snprintf(node, sizeof(node), "%snode:%s", C.base, C.tag);
+    char value[CHAT_NICK_MAX + CHAT_ROOM_MAX + 2];
     snprintf(value, sizeof(value), "%s\t%s", name, room);
-    ask *q = calloc(1, sizeof(*q));
+    ask *q = ask_new(st, done, LUA_MOVE);
     if (!q)
         return -ENOMEM;
-    q->st = px_stream_retain(st);
-    q->done = done;
-    args_str(&q->args, "HSET");
-    args_str(&q->args, node);
+    args_str(&q->args, C.tag);
+    args_str(&q->args, C.ttl);
     args_name(&q->args, name);
     args_str(&q->args, value);
     return ask_post(q);

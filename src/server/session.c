@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Read-only after chat_init. */
 static const srv_config *cfg;
@@ -24,6 +25,7 @@ static px_timer *idle_timer;
 typedef struct nick_entry {
     char key[CHAT_NICK_MAX + 1];
     chat_session *s;
+    bool reserved; /* a rename waiting for the cluster: nobody can take it, nobody reaches it */
     struct nick_entry *next;
 } nick_entry;
 
@@ -171,6 +173,7 @@ static int nick_add(const char *name, size_t len, chat_session *s)
         return -ENOMEM;
     lower(e->key, name, len);
     e->s = s;
+    e->reserved = false;
     e->next = NULL;
     *pp = e;
     if (++nnicks > nick_buckets * 2)
@@ -178,11 +181,12 @@ static int nick_add(const char *name, size_t len, chat_session *s)
     return 0;
 }
 
-static void nick_del(const char *name)
+/* Removes name if s holds it. */
+static void nick_del(const char *name, const chat_session *s)
 {
     nick_entry **pp = nick_find(name, strlen(name));
     nick_entry *e = *pp;
-    if (e) {
+    if (e && e->s == s) {
         *pp = e->next;
         free(e);
         nnicks--;
@@ -240,7 +244,10 @@ static unsigned registry_publish(chat_session *s)
 static unsigned registry_del(chat_session *s, px_loop **stop)
 {
     pthread_mutex_lock(&registry_lock);
-    nick_del(s->nick);
+    if (s->published) /* before that, its name was not in the table (nor was it its own) */
+        nick_del(s->nick, s);
+    if (s->reserving)
+        nick_del(s->pending_name, s);
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -273,7 +280,7 @@ int chat_tell(const char *name, size_t len, px_buf *line)
         return rc;
     pthread_mutex_lock(&registry_lock); /* the session cannot be freed meanwhile */
     nick_entry *e = *nick_find(name, len);
-    if (e)
+    if (e && !e->reserved)
         rc = chat_send(e->s, line);
     pthread_mutex_unlock(&registry_lock);
     return rc;
@@ -324,13 +331,18 @@ static px_stream **collect(uint64_t idle_before, const char *reason, unsigned ma
 static void wait_for_cluster(chat_session *s)
 {
     s->waiting = true;
+    s->wait_until_ms = px_now_ms() + CLUSTER_WAIT_MS;
     px_stream_pause(s->stream, CLUSTER_WAIT_MS);
 }
 
+/* Reading resumes, but not before the flood limit allows. */
 static void wait_over(chat_session *s)
 {
     s->waiting = false;
     px_stream_resume(s->stream);
+    uint64_t now = px_now_ms();
+    if (s->read_after_ms > now)
+        px_stream_pause(s->stream, s->read_after_ms - now);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -361,9 +373,13 @@ static void nick_done(chat_session *s, const char *name)
     char old[CHAT_NICK_MAX + 1];
     strcpy(old, s->nick);
     pthread_mutex_lock(&registry_lock);
+    nick_entry *e = *nick_find(name, strlen(name));
+    if (e && e->s == s)
+        e->reserved = false; /* reachable under its new name from now on */
     if (!chat_name_eq(old, strlen(old), name, strlen(name)))
-        nick_del(old);
+        nick_del(old, s);
     strcpy(s->nick, name);
+    s->reserving = false;
     pthread_mutex_unlock(&registry_lock);
     px_buf *notice = chat_fmt("*** %s is now known as %s.", old, name);
     if (notice) {
@@ -376,12 +392,13 @@ static void nick_done(chat_session *s, const char *name)
     srv_log(SRV_LOG_DEBUG, "%s: %s is now known as %s", s->addr, old, name);
 }
 
-/* Gives back a name reserved here for a rename that did not happen. */
-static void nick_unreserve(chat_session *s, const char *name)
+/* Gives back the name reserved for a rename that did not happen. */
+static void nick_unreserve(chat_session *s)
 {
     pthread_mutex_lock(&registry_lock);
-    if (!chat_name_eq(s->nick, strlen(s->nick), name, strlen(name)))
-        nick_del(name);
+    if (s->reserving)
+        nick_del(s->pending_name, s);
+    s->reserving = false;
     pthread_mutex_unlock(&registry_lock);
 }
 
@@ -389,13 +406,18 @@ static void nick_claimed(chat_session *s, const cluster_answer *a)
 {
     wait_over(s);
     if (a->status == 0) {
-        nick_unreserve(s, s->pending_name);
+        nick_unreserve(s);
         reply(s, "*** Error: the nickname %s is taken (on another server).", s->pending_name);
         return;
     }
-    if (a->status < 0) /* Redis unreachable: unique on this server, claimed at reconnection */
-        srv_log(SRV_LOG_INFO, "%s: %s renamed while the cluster is unreachable", s->addr,
-                s->nick);
+    if (a->status < 0 && cluster_up()) {
+        /* Redis is there but did not answer in time (or refused): the claim may still
+         * happen; the cluster module puts this server's names right when it does. */
+        nick_unreserve(s);
+        reply(s, "*** Error: the cluster did not answer in time; you are still %s.", s->nick);
+        return;
+    }
+    /* Done, or Redis unreachable: unique on this server, claimed at reconnection. */
     nick_done(s, s->pending_name);
 }
 
@@ -418,11 +440,19 @@ static void cmd_nick(chat_session *s, const chat_cmd *c)
         reply(s, "*** You are already %s.", name);
         return;
     }
-    /* Reserved here first (the old name stays until the rename is done). */
+    bool clustered = cluster_enabled() && cluster_up();
+    /* Reserved here first (the old name stays until the rename is done); while the
+     * cluster is asked, the reservation is nobody's to reach. */
     int rc = 0;
     pthread_mutex_lock(&registry_lock);
-    if (!chat_name_eq(s->nick, strlen(s->nick), name, c->target_len))
+    if (!chat_name_eq(s->nick, strlen(s->nick), name, c->target_len)) {
         rc = nick_add(name, c->target_len, s);
+        if (rc == 0) {
+            (*nick_find(name, c->target_len))->reserved = clustered;
+            strcpy(s->pending_name, name);
+            s->reserving = true;
+        }
+    }
     pthread_mutex_unlock(&registry_lock);
     if (rc == -EEXIST) {
         reply(s, "*** Error: the nickname %s is taken.", name);
@@ -432,13 +462,13 @@ static void cmd_nick(chat_session *s, const chat_cmd *c)
         reply(s, "*** Error: out of memory.");
         return;
     }
-    if (cluster_enabled() && cluster_up()) {
+    if (clustered) {
         strcpy(s->pending_name, name);
         wait_for_cluster(s);
         if (cluster_claim(s->stream, name, chat_room_name(s->room), s->nick, nick_claimed) == 0)
             return;
         wait_over(s);
-        nick_unreserve(s, name);
+        nick_unreserve(s);
         reply(s, "*** Error: out of memory.");
         return;
     }
@@ -491,7 +521,7 @@ static void who_local(chat_session *s, const char *where)
 
 static int by_name(const void *a, const void *b)
 {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+    return strcasecmp(*(char *const *)a, *(char *const *)b);
 }
 
 /* The cluster's answer: "NAME\tROOM" of every member of the room, on every server. */
@@ -499,7 +529,7 @@ static void who_listed(chat_session *s, const cluster_answer *a)
 {
     wait_over(s);
     if (a->status != 1) {
-        who_local(s, " (this server only: the cluster is unreachable)");
+        who_local(s, " (this server only: the cluster is not answering)");
         return;
     }
     unsigned n = a->nitems > UINT_MAX ? UINT_MAX : (unsigned)a->nitems;
@@ -532,7 +562,7 @@ static void cmd_who(chat_session *s)
             return;
         wait_over(s);
     }
-    who_local(s, cluster_enabled() ? " (this server only: the cluster is unreachable)" : "");
+    who_local(s, cluster_enabled() ? " (this server only: the cluster is not answering)" : "");
 }
 
 /* The cluster's answer to a private message for another server's user. */
@@ -548,8 +578,8 @@ static void msg_sent(chat_session *s, const cluster_answer *a)
     } else if (a->status == 0) {
         reply(s, "*** Error: no user named %s.", s->pending_name);
     } else {
-        reply(s, "*** Error: the cluster is unreachable; your message to %s was not sent.",
-              s->pending_name);
+        reply(s, "*** Error: the cluster did not answer; your message to %s may not have "
+                 "been delivered.", s->pending_name);
     }
     free(s->pending_text);
     s->pending_text = NULL;
@@ -573,7 +603,7 @@ static void cmd_msg(chat_session *s, const chat_cmd *c)
          * send only appends to its queue. */
         pthread_mutex_lock(&registry_lock);
         nick_entry *e = *nick_find(c->target, c->target_len);
-        if (e) {
+        if (e && !e->reserved) {
             strcpy(name, e->s->nick);
             rc = chat_send(e->s, pm);
         }
@@ -695,7 +725,7 @@ static void rooms_listed(chat_session *s, const cluster_answer *a)
     if (a->status != 1) {
         char list[480];
         unsigned n = chat_rooms_list(list, sizeof(list));
-        reply(s, "*** %u room%s (this server only: the cluster is unreachable): %s", n,
+        reply(s, "*** %u room%s (this server only: the cluster is not answering): %s", n,
               n == 1 ? "" : "s", list);
         return;
     }
@@ -745,7 +775,7 @@ static void cmd_rooms(chat_session *s)
     char list[480];
     unsigned n = chat_rooms_list(list, sizeof(list));
     reply(s, "*** %u room%s%s: %s", n, n == 1 ? "" : "s",
-          cluster_enabled() ? " (this server only: the cluster is unreachable)" : "", list);
+          cluster_enabled() ? " (this server only: the cluster is not answering)" : "", list);
 }
 
 static void cmd_quit(chat_session *s, const chat_cmd *c)
@@ -985,11 +1015,16 @@ static void on_data(px_stream *st, const char *bytes, size_t len, void *user)
 {
     chat_session *s = user;
     if (s && s->waiting) { /* still waiting for the cluster: later */
+        if (px_now_ms() >= s->wait_until_ms) { /* its answer was lost (out of memory) */
+            chat_set_reason(s, "no answer from the cluster");
+            px_stream_abort(st);
+            return;
+        }
         if (px_stream_keep(st, len) != 0) {
             chat_set_reason(s, "out of memory");
             px_stream_abort(st);
         }
-        px_stream_pause(st, CLUSTER_WAIT_MS);
+        px_stream_pause(st, s->wait_until_ms - px_now_ms());
         return;
     }
     if (!s || !s->room)
@@ -1019,6 +1054,8 @@ static void on_data(px_stream *st, const char *bytes, size_t len, void *user)
             break;
         case CHAT_FRAME_LINE: {
             uint64_t wait = flood_charge(s);
+            if (wait)
+                s->read_after_ms = px_now_ms() + wait;
             if (wait && len) {
                 /* Over the rate: this line goes out, the rest of the chunk
                  * comes back after the pause, and meanwhile the socket is
