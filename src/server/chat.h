@@ -113,6 +113,9 @@ const char *chat_room_name(const chat_room *r);
 unsigned chat_room_nicks(chat_room *r, const char **out, unsigned max);
 /* Writes "name (members), ..." for every room into buf (truncated with
  * "..." past cap) and returns the number of rooms. */
+/* Appends "name (members)" (after ", " unless first) to the list in buf; false, with
+ * "..." at the end, when it does not fit. */
+bool chat_rooms_append(char *buf, size_t cap, size_t *len, const char *name, unsigned members);
 unsigned chat_rooms_list(char *buf, size_t cap);
 
 #endif

@@ -281,6 +281,18 @@ unsigned chat_room_nicks(chat_room *r, const char **out, unsigned max)
     return n;
 }
 
+bool chat_rooms_append(char *buf, size_t cap, size_t *len, const char *name, unsigned members)
+{
+    int w = snprintf(buf + *len, cap - *len, "%s%s (%u)", *len ? ", " : "", name, members);
+    if (w < 0 || (size_t)w >= cap - *len) {
+        if (cap > 4)
+            strcpy(buf + (*len < cap - 4 ? *len : cap - 4), "...");
+        return false;
+    }
+    *len += (size_t)w;
+    return true;
+}
+
 unsigned chat_rooms_list(char *buf, size_t cap)
 {
     size_t len = 0;
@@ -289,13 +301,8 @@ unsigned chat_rooms_list(char *buf, size_t cap)
     unsigned n = nrooms;
     for (unsigned i = 0; i < table_size; i++) {
         for (chat_room *r = table[i]; r; r = r->next) {
-            int w = snprintf(buf + len, cap - len, "%s%s (%u)", len ? ", " : "", r->name, r->refs);
-            if (w < 0 || (size_t)w >= cap - len) {
-                if (cap > 4)
-                    strcpy(buf + (len < cap - 4 ? len : cap - 4), "...");
+            if (!chat_rooms_append(buf, cap, &len, r->name, r->refs))
                 goto out;
-            }
-            len += (size_t)w;
         }
     }
 out:

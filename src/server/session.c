@@ -751,15 +751,9 @@ static void rooms_listed(chat_session *s, const cluster_answer *a)
     char list[480];
     size_t len = 0;
     list[0] = '\0';
-    for (size_t i = 0; i < distinct; i++) {
-        int w = snprintf(list + len, sizeof(list) - len, "%s%s (%u)", len ? ", " : "",
-                         rooms[i].name, rooms[i].n);
-        if (w < 0 || (size_t)w >= sizeof(list) - len) {
-            strcpy(list + (len < sizeof(list) - 4 ? len : sizeof(list) - 4), "...");
-            break;
-        }
-        len += (size_t)w;
-    }
+    for (size_t i = 0; i < distinct && chat_rooms_append(list, sizeof(list), &len,
+                                                         rooms[i].name, rooms[i].n); i++)
+        ;
     reply(s, "*** %zu room%s: %s", distinct, distinct == 1 ? "" : "s", list);
     free(rooms);
 }

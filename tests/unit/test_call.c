@@ -238,6 +238,16 @@ static void cs_send_timeout(int fd, unsigned ms)
     cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv), 0);
 }
 
+/* A loop of executor ex running on its own thread (r) and a socket pair, sv[0] for a
+ * stream and sv[1] for the test's end. */
+static px_loop *cs_start(px_executor ex, tc_runner *r, int sv[2])
+{
+    px_loop *loop = tc_loop_new(ex, NULL);
+    tc_runner_start(r, loop);
+    tc_socketpair(sv);
+    return loop;
+}
+
 static void sleep_us(long us)
 {
     struct timespec ts = {.tv_sec = 0, .tv_nsec = us * 1000};
@@ -303,11 +313,9 @@ TC_EXEC_PARAMS(call, from_threads_while_data_flows)
 
 ParameterizedTest(px_executor *ex, call, from_threads_while_data_flows, .timeout = 90)
 {
-    px_loop *loop = tc_loop_new(*ex, NULL);
     tc_runner r;
-    tc_runner_start(&r, loop);
     int sv[2];
-    tc_socketpair(sv);
+    px_loop *loop = cs_start(*ex, &r, sv);
     cs_send_timeout(sv[1], 20000);
     cs_state *c = calloc(1, sizeof *c);
     cr_assert_not_null(c);
@@ -373,11 +381,9 @@ TC_EXEC_PARAMS(call, run_in_order_made)
 
 ParameterizedTest(px_executor *ex, call, run_in_order_made, .timeout = 60)
 {
-    px_loop *loop = tc_loop_new(*ex, NULL);
     tc_runner r;
-    tc_runner_start(&r, loop);
     int sv[2];
-    tc_socketpair(sv);
+    px_loop *loop = cs_start(*ex, &r, sv);
     cs_state c;
     cs_init(&c, 2);
     cs_item *items = cs_items(&c, ORDER_N, 0);
@@ -584,11 +590,9 @@ TC_EXEC_PARAMS(call, race_with_close)
 
 ParameterizedTest(px_executor *ex, call, race_with_close, .timeout = 60)
 {
-    px_loop *loop = tc_loop_new(*ex, NULL);
     tc_runner r;
-    tc_runner_start(&r, loop);
     int sv[2];
-    tc_socketpair(sv);
+    px_loop *loop = cs_start(*ex, &r, sv);
     cs_state *c = calloc(1, sizeof *c);
     cr_assert_not_null(c);
     cs_init(c, 5);
@@ -642,11 +646,9 @@ TC_EXEC_PARAMS(call, pending_at_destroy)
 
 ParameterizedTest(px_executor *ex, call, pending_at_destroy, .timeout = 30)
 {
-    px_loop *loop = tc_loop_new(*ex, NULL);
     tc_runner r;
-    tc_runner_start(&r, loop);
     int sv[2];
-    tc_socketpair(sv);
+    px_loop *loop = cs_start(*ex, &r, sv);
     cs_state c;
     cs_init(&c, 6);
     cs_item *items = cs_items(&c, 50, 0);
@@ -855,11 +857,9 @@ TC_EXEC_PARAMS(resume, without_pause)
 
 ParameterizedTest(px_executor *ex, resume, without_pause, .timeout = 20)
 {
-    px_loop *loop = tc_loop_new(*ex, NULL);
     tc_runner r;
-    tc_runner_start(&r, loop);
     int sv[2];
-    tc_socketpair(sv);
+    px_loop *loop = cs_start(*ex, &r, sv);
     cs_state c;
     cs_init(&c, 9);
     px_stream *s;
@@ -912,11 +912,9 @@ TC_EXEC_PARAMS(resume, storm)
 
 ParameterizedTest(px_executor *ex, resume, storm, .timeout = 60)
 {
-    px_loop *loop = tc_loop_new(*ex, NULL);
     tc_runner r;
-    tc_runner_start(&r, loop);
     int sv[2];
-    tc_socketpair(sv);
+    px_loop *loop = cs_start(*ex, &r, sv);
     cs_send_timeout(sv[1], 20000);
     cs_state *c = calloc(1, sizeof *c);
     cr_assert_not_null(c);
@@ -1075,11 +1073,9 @@ TC_EXEC_PARAMS(call, reading_and_sending_go_on_while_calls_keep_coming)
 ParameterizedTest(px_executor *ex, call, reading_and_sending_go_on_while_calls_keep_coming,
                   .timeout = 30)
 {
-    px_loop *loop = tc_loop_new(*ex, NULL);
     tc_runner r;
-    tc_runner_start(&r, loop);
     int sv[2];
-    tc_socketpair(sv);
+    px_loop *loop = cs_start(*ex, &r, sv);
     cs_state c;
     cs_init(&c, 13);
     chain ch = {.item = {.owner = &c, .thread = -1}};
@@ -1135,11 +1131,9 @@ TC_EXEC_PARAMS(call, endless_calls_do_not_hold_off_a_close)
 
 ParameterizedTest(px_executor *ex, call, endless_calls_do_not_hold_off_a_close, .timeout = 30)
 {
-    px_loop *loop = tc_loop_new(*ex, NULL);
     tc_runner r;
-    tc_runner_start(&r, loop);
     int sv[2];
-    tc_socketpair(sv);
+    px_loop *loop = cs_start(*ex, &r, sv);
     cs_state c;
     cs_init(&c, 17);
     chain ch = {.item = {.owner = &c, .thread = -1}};
