@@ -245,6 +245,26 @@ static void on_pmessage(redisAsyncContext *ac, void *reply, void *priv)
     "local t = redis.call('TIME') "                                                 \
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
 
+/* bury(P, d, by, why): node d is gone (crashed, or stopping): its names are freed, its
+ * list deleted, and each of its users is announced as gone in their room, by node by
+ * (a notice in the rooms' channels, kept out of the history).  A node's list lives
+ * twice the TTL, so that another node's heartbeat finds it, after its deadline in
+ * 'nodes' has passed, to announce its users. */
+#define LUA_BURY                                                                        \
+    "local function bury(P, d, by, why) "                                               \
+    "  local node = P .. 'node:' .. d "                                                 \
+    "  local h = redis.call('HGETALL', node) "                                          \
+    "  for i = 1, #h, 2 do "                                                            \
+    "    if redis.call('GET', P .. 'nick:' .. h[i]) == d then "                         \
+    "      redis.call('DEL', P .. 'nick:' .. h[i]) end "                                \
+    "    local shown, room = string.match(h[i + 1], '^([^\t]*)\t(.*)$') "             \
+    "    if shown then redis.call('PUBLISH', P .. 'room:' .. room, "                    \
+    "      by .. ' 0 0\\n*** ' .. shown .. ' has left (' .. why .. ').\\r\\n') end "  \
+    "  end "                                                                            \
+    "  redis.call('DEL', node) "                                                        \
+    "  redis.call('ZREM', P .. 'nodes', d) "                                            \
+    "end "
+
 /* ARGV: base, tag, ttl, name ('' for a guest), shown, room, old ('' for none).  Also
  * renews this node's liveness with the name's TTL, so that lists and names of a
  * crashed node expire together. */
@@ -265,7 +285,7 @@ static const char LUA_CLAIM[] =
     "end "
     "local node = P .. 'node:' .. tag "
     "redis.call('HSET', node, name, shown .. '\t' .. ARGV[6]) "
-    "redis.call('EXPIRE', node, ttl) "
+    "redis.call('EXPIRE', node, 2 * ttl) "
     "local old = ARGV[7] "
     "if old ~= '' and old ~= name then "
     "  redis.call('HDEL', node, old) "
@@ -279,7 +299,7 @@ static const char LUA_CLAIM[] =
 static const char LUA_MOVE[] =
     "local node = ARGV[1] .. 'node:' .. ARGV[2] "
     "redis.call('HSET', node, ARGV[4], ARGV[5]) "
-    "redis.call('EXPIRE', node, tonumber(ARGV[3])) "
+    "redis.call('EXPIRE', node, 2 * tonumber(ARGV[3])) "
     "return 1";
 
 /* ARGV: base, tag, name. */
@@ -308,12 +328,15 @@ static const char LUA_SYNC[] =
     "    redis.call('HSET', node, ARGV[i], ARGV[i + 1] .. '\t' .. ARGV[i + 2]) "
     "  else lost[#lost + 1] = ARGV[i + 1] end "
     "end "
-    "redis.call('EXPIRE', node, ttl) "
+    "redis.call('EXPIRE', node, 2 * ttl) "
     "redis.call('ZADD', P .. 'nodes', now + ttl * 1000, tag) "
     "return lost";
 static const char LUA_HEARTBEAT[] =
-    LUA_NOW
+    LUA_NOW LUA_BURY
     "local P, tag, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]) "
+    "for _, d in ipairs(redis.call('ZRANGEBYSCORE', P .. 'nodes', '-inf', now)) do "
+    "  if d ~= tag then bury(P, d, tag, 'server lost') end "
+    "end "
     "local node = P .. 'node:' .. tag "
     "if redis.call('HLEN', node) < tonumber(ARGV[4]) then return {'', 'resync'} end "
     "local lost = {} "
@@ -327,18 +350,18 @@ static const char LUA_HEARTBEAT[] =
     "    redis.call('HDEL', node, f) "
     "  end "
     "end "
-    "redis.call('EXPIRE', node, ttl) "
+    "redis.call('EXPIRE', node, 2 * ttl) "
     "redis.call('ZADD', P .. 'nodes', now + ttl * 1000, tag) "
     "return lost";
 
 /* ARGV: base, room ('' for every room).  "NAME\tROOM" of each user of every live
- * server. */
+ * server (a node past its deadline is left to the heartbeats, which announce its
+ * users as gone). */
 static const char LUA_LIST[] =
     LUA_NOW
     "local P, room = ARGV[1], ARGV[2] "
-    "redis.call('ZREMRANGEBYSCORE', P .. 'nodes', '-inf', now) "
     "local out = {} "
-    "for _, tag in ipairs(redis.call('ZRANGE', P .. 'nodes', 0, -1)) do "
+    "for _, tag in ipairs(redis.call('ZRANGEBYSCORE', P .. 'nodes', now, '+inf')) do "
     "  for _, v in ipairs(redis.call('HVALS', P .. 'node:' .. tag)) do "
     "    if room == '' or string.sub(v, -#room - 1) == '\t' .. room then "
     "      out[#out + 1] = v end "
@@ -357,15 +380,11 @@ static const char LUA_MSG[] =
     "if v then return string.match(v, '^[^\t]*') end "
     "return ARGV[2]";
 
-/* ARGV: base, tag.  This server is going: its names and list go with it. */
+/* ARGV: base, tag.  This server is stopping: its names and list go with it, and its
+ * users are announced as gone on the other servers. */
 static const char LUA_LEAVE[] =
-    "local node = ARGV[1] .. 'node:' .. ARGV[2] "
-    "for _, f in ipairs(redis.call('HKEYS', node)) do "
-    "  if redis.call('GET', ARGV[1] .. 'nick:' .. f) == ARGV[2] then "
-    "    redis.call('DEL', ARGV[1] .. 'nick:' .. f) end "
-    "end "
-    "redis.call('DEL', node) "
-    "redis.call('ZREM', ARGV[1] .. 'nodes', ARGV[2]) "
+    LUA_BURY
+    "bury(ARGV[1], ARGV[2], ARGV[2], 'server shutting down') "
     "return 1";
 
 /* A command's arguments, owned: "EVAL script 0 base ..." and the rest. */

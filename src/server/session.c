@@ -1093,6 +1093,14 @@ static const char *close_reason(chat_session *s, int cause)
     }
 }
 
+static bool shutdown_now(void)
+{
+    pthread_mutex_lock(&registry_lock);
+    bool now = shutting_down;
+    pthread_mutex_unlock(&registry_lock);
+    return now;
+}
+
 static void on_close(px_stream *st, int cause, void *user)
 {
     chat_session *s = user;
@@ -1101,16 +1109,13 @@ static void on_close(px_stream *st, int cause, void *user)
     const char *why = close_reason(s, cause);
     if (s->room) {
         px_buf *notice = NULL;
-        bool quiet;
-        pthread_mutex_lock(&registry_lock);
-        quiet = shutting_down;
-        pthread_mutex_unlock(&registry_lock);
-        if (!cfg->raw && !quiet)
+        if (!cfg->raw && !shutdown_now())
             notice = chat_fmt("*** %s has left (%s).", s->nick, why);
         chat_room_leave(s->room, s, notice);
         px_buf_release(notice);
     }
-    if (s->published && cluster_enabled())
+    /* At shutdown the cluster module announces and removes every user at once. */
+    if (s->published && cluster_enabled() && !shutdown_now())
         cluster_left(s->nick);
     free(s->pending_text);
     px_loop *stop = NULL;

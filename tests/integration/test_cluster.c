@@ -377,7 +377,8 @@ static bool listed(h_proc *p, const char *name)
 }
 
 /* A node killed with SIGKILL: its users leave the cluster's lists and names after the
- * TTL; a node stopped with SIGTERM takes its users out at once. */
+ * TTL, and another node tells their rooms; a node stopped with SIGTERM takes its users
+ * out at once, and tells their rooms itself. */
 Test(cluster, crashed_node_users_vanish_after_ttl)
 {
     redis r;
@@ -405,6 +406,9 @@ Test(cluster, crashed_node_users_vanish_after_ttl)
     long long gone_ms = h_now_ms() - killed;
     cr_expect(!there, "carol was still listed 10 s after her node crashed");
     cr_expect(gone_ms >= 1000, "carol vanished after %lld ms, before the TTL of 3 s", gone_ms);
+    /* A surviving node's heartbeat tells her room (within a beat of the TTL). */
+    cr_assert(h_wait_line(&ana.out, "*** carol has left (server lost).", NULL, NULL, 0,
+                          H_WAIT_MS), "no leave notice for the crashed node's user");
     ask(&ana, "/msg carol hello\n", "*** Error", line, sizeof line);
     cr_expect_str_eq(line, "*** Error: no user named carol.\r\n");
     /* The name expires with the list (within the few milliseconds between them). */
@@ -417,7 +421,9 @@ Test(cluster, crashed_node_users_vanish_after_ttl)
     }
     cr_expect(!taken, "carol's name was still taken: %s", line);
 
-    h_server_stop(&c); /* SIGTERM: dan leaves the lists at once */
+    h_server_stop(&c); /* SIGTERM: dan leaves the lists at once, and says so */
+    cr_assert(h_wait_line(&ana.out, "*** dan has left (server shutting down).", NULL, NULL, 0,
+                          H_WAIT_MS), "no leave notice for the stopped node's user");
     cr_expect(!listed(&ana, "dan"), "dan still listed after his node stopped");
     h_close_all((h_proc *const[]){&ana, &carol, &dan}, 3);
     h_proc_close(&b.proc);
