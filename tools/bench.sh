@@ -381,7 +381,7 @@ cat <<EOF
   on the same machine and CPUs as the server, loopback, 64-byte messages. Every server is
   started fresh for every run.
 - Settings: st_proactor \`--raw --flood 0\` (the original relay, no rate limit; other limits at
-  their defaults); Redis without persistence and with no pub/sub output-buffer limit; NATS
+  their defaults), in the cluster tables chat mode with \`--flood 0\`; Redis without persistence and with no pub/sub output-buffer limit; NATS
   with max_pending 1 GB and write_deadline 60 s; \`ncat -l -k --chat\`.
 - st_proactor rows: backend (io_uring, epoll) and dispatch: \`pool\` (worker threads, the
   default), \`inline\` (handlers on the I/O thread), \`thread\` (a new thread per message: the
