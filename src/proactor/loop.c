@@ -224,7 +224,10 @@ static void loop_iterate(px_loop *loop, int max_timeout_ms)
     if (max_timeout_ms >= 0 && (timeout < 0 || timeout > max_timeout_ms))
         timeout = max_timeout_ms;
     loop->self_posted = false;
+    atomic_store_explicit(&loop->wait_timeout, timeout, memory_order_relaxed);
+    atomic_fetch_add_explicit(&loop->waits, 1, memory_order_relaxed);
     loop->be->wait(loop, timeout);
+    atomic_store_explicit(&loop->wait_timeout, -2, memory_order_relaxed);
     px__timers_run(loop);
     if (loop->watches_stopped)
         px__watches_reap(loop, false);

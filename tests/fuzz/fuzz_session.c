@@ -137,6 +137,15 @@ static void report_stall(const client *waiting)
     /* What the kernel says: bytes waiting on the server's side of each client, the
      * epoll registrations, and whether epoll has an event ready now (taking it: the
      * target aborts anyway). */
+    {
+        unsigned n = 0;
+        for (px_stream *p = loop->pend; p && n < 64; p = p->pend_next)
+            n++;
+        fprintf(stderr, "loop: wait timeout %d (-2: not waiting), %lu waits, pend %p (%u on "
+                        "the list), reqs %p, posts %p\n",
+                atomic_load(&loop->wait_timeout), atomic_load(&loop->waits), (void *)loop->pend,
+                n, (void *)loop->reqs, (void *)loop->posts);
+    }
     if (px_loop_backend(loop) == PX_BACKEND_EPOLL) {
         int epfd = *(const int *)loop->be_data; /* epoll_state's first member */
         for (int i = 0; i < nclients; i++) {
