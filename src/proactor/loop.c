@@ -90,9 +90,16 @@ static bool need_wake_locked(px_loop *loop)
 
 void px__schedule(px_stream *s)
 {
+    px_loop *loop = s->loop;
+    /* The pending list has no lock: only the loop thread may touch it.  A caller
+     * on another thread would lose streams from it (and stall them) silently. */
+    if (atomic_load_explicit(&loop->running, memory_order_relaxed) && !px__on_loop(loop)) {
+        fprintf(stderr, "libproactor: internal error: a stream scheduled off the loop "
+                        "thread\n");
+        abort();
+    }
     if (s->pend_queued)
         return;
-    px_loop *loop = s->loop;
     s->pend_queued = true;
     s->pend_next = NULL;
     px_stream_retain(s);
