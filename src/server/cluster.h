@@ -26,7 +26,8 @@ int cluster_probe(const srv_config *cfg, char *why, size_t len);
 /* Starts the cluster on the loop (from the main thread before it runs); 0 or
  * -ENOMEM.  Connects in the background and keeps reconnecting. */
 int cluster_start(const srv_config *cfg, px_loop *loop);
-/* True when --cluster is in use; cluster_up: and Redis is connected now. */
+/* True when --cluster is in use; cluster_up: and Redis is connected now (so it
+ * implies cluster_enabled). */
 bool cluster_enabled(void);
 bool cluster_up(void);
 /* Hands a formatted line (with its CRLF) said in room by session id sender (0:

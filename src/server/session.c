@@ -440,7 +440,7 @@ static void cmd_nick(chat_session *s, const chat_cmd *c)
         reply(s, "*** You are already %s.", name);
         return;
     }
-    bool clustered = cluster_enabled() && cluster_up();
+    bool clustered = cluster_up();
     /* Reserved here first (the old name stays until the rename is done); while the
      * cluster is asked, the reservation is nobody's to reach. */
     int rc = 0;
@@ -556,7 +556,7 @@ static void who_listed(chat_session *s, const cluster_answer *a)
 
 static void cmd_who(chat_session *s)
 {
-    if (cluster_enabled() && cluster_up()) {
+    if (cluster_up()) {
         wait_for_cluster(s);
         if (cluster_list(s->stream, chat_room_name(s->room), who_listed) == 0)
             return;
@@ -609,7 +609,7 @@ static void cmd_msg(chat_session *s, const chat_cmd *c)
         }
         pthread_mutex_unlock(&registry_lock);
     }
-    if (rc == -ENOENT && c->target_len <= CHAT_NICK_MAX && cluster_enabled() && cluster_up()) {
+    if (rc == -ENOENT && c->target_len <= CHAT_NICK_MAX && cluster_up()) {
         /* Not here: perhaps on another server. */
         char *text = malloc(c->arg_len + 1);
         if (text) {
@@ -666,7 +666,7 @@ static void cmd_join(chat_session *s, const chat_cmd *c)
         reply(s, "*** You are already in %s.", name);
         return;
     }
-    if (cluster_enabled() && cluster_up()) {
+    if (cluster_up()) {
         /* Every server's lists say where it is before it is there. */
         strcpy(s->pending_room, name);
         wait_for_cluster(s);
@@ -760,7 +760,7 @@ static void rooms_listed(chat_session *s, const cluster_answer *a)
 
 static void cmd_rooms(chat_session *s)
 {
-    if (cluster_enabled() && cluster_up()) {
+    if (cluster_up()) {
         wait_for_cluster(s);
         if (cluster_list(s->stream, NULL, rooms_listed) == 0)
             return;
@@ -916,7 +916,7 @@ static void on_open(px_stream *st, void *user)
         free(s);
         return;
     }
-    if (cluster_enabled() && cluster_up()) {
+    if (cluster_up()) {
         /* A guest name unique in the whole cluster; the welcome waits for it. */
         px_stream_set_user(st, s);
         wait_for_cluster(s);
