@@ -59,6 +59,8 @@ extern const px_stream_handlers chat_session_handlers;
 /* Returns 0, or -ENOMEM. */
 int chat_init(const srv_config *cfg, px_loop *loop);
 unsigned chat_online(void);
+/* For tests: sessions (online or not), names and rooms the server holds now. */
+void chat_census(unsigned *sessions, unsigned *names, unsigned *rooms);
 /* Calls fn for each local user that has a name (under the registry lock: fn must not
  * call back into the registry). */
 void chat_presence_each(void (*fn)(const char *name, const char *room, void *ctx), void *ctx);
@@ -87,6 +89,7 @@ void chat_set_reason(chat_session *s, const char *reason);
  * members (counting the one joining or leaving). */
 void chat_rooms_init(unsigned history, size_t replay_bytes, unsigned announce);
 void chat_rooms_fini(void);
+unsigned chat_rooms_count(void); /* rooms that exist now */
 /* Enters the room named name (normalised), creating it if needed.  Under
  * the room's lock, when announce is set: s receives "You are in" and the
  * history, the others the join notice (in a small enough room); then s

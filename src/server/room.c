@@ -58,6 +58,14 @@ void chat_rooms_fini(void)
     table_size = nrooms = 0;
 }
 
+unsigned chat_rooms_count(void)
+{
+    pthread_mutex_lock(&rooms_lock);
+    unsigned n = nrooms;
+    pthread_mutex_unlock(&rooms_lock);
+    return n;
+}
+
 static void table_grow(void)
 {
     unsigned size = table_size * 2;

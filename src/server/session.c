@@ -286,6 +286,15 @@ int chat_tell(const char *name, size_t len, px_buf *line)
     return rc;
 }
 
+void chat_census(unsigned *sessions, unsigned *names, unsigned *rooms)
+{
+    pthread_mutex_lock(&registry_lock);
+    *sessions = nsessions;
+    *names = nnicks;
+    pthread_mutex_unlock(&registry_lock);
+    *rooms = chat_rooms_count();
+}
+
 unsigned chat_online(void)
 {
     pthread_mutex_lock(&registry_lock);

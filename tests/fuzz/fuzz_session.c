@@ -18,6 +18,12 @@
  * then LF) and an unknown command with a fresh name, and reads until the server's error
  * naming it arrives; when that has happened for every client, a second round makes sure
  * each client has also read everything queued to it before that point.
+ * Waiting: a server that does not answer is stuck only if its loop thread sat idle in an
+ * endless wait all along; the wall clock alone says nothing on a shared machine, where a
+ * thread may get no CPU for seconds (a busy host, a paused virtual machine).  So the
+ * harness looks at the loop every STALL_CHECK_MS without an answer: idle (asleep in a
+ * wait with no timeout, with no pass of the loop since the last look) twice in a row is a
+ * stall; a loop that runs, or waits for the CPU, gets up to STALL_MAX_MS.
  */
 #include "proactor/internal.h" /* stall reports show the streams' state */
 #include "server/chat.h"
@@ -27,8 +33,8 @@
 
 #include <errno.h>
 #include <poll.h>
-#include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -41,7 +47,8 @@
 
 #define MAX_CLIENTS 4
 #define MAX_LINE 64    /* small, so the overlong-line path is reached often */
-#define TIMEOUT_MS 10000
+#define STALL_CHECK_MS 10000  /* how often a wait looks at the loop */
+#define STALL_MAX_MS 300000   /* the longest wait for a loop that keeps running */
 
 static px_loop *loop;
 static srv_config cfg;
@@ -70,11 +77,77 @@ typedef struct client {
     char sync_name[32];
 } client;
 
+static pid_t loop_tid; /* the loop thread's, for /proc/self/task/TID */
+
 static void *run_loop(void *arg)
 {
     (void)arg;
+    loop_tid = (pid_t)syscall(SYS_gettid);
     px_loop_run(loop);
     return NULL;
+}
+
+/* What the loop thread is doing, as far as a stall is concerned. */
+typedef struct loop_look {
+    int wait_timeout;    /* of the wait under way; -2: not waiting */
+    unsigned long waits; /* waits begun so far */
+    char state;          /* the kernel's: S sleeping, R running or runnable, ... */
+    unsigned long long cpu_ns, run_delay_ns; /* on a CPU, and runnable but waiting for one */
+    unsigned long long steal_ticks; /* of every CPU: time the host gave to others */
+} loop_look;
+
+static loop_look look_at_loop(void)
+{
+    loop_look l = {
+        .wait_timeout = atomic_load(&loop->wait_timeout),
+        .waits = atomic_load(&loop->waits),
+        .state = '?',
+    };
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)loop_tid);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        buf[n] = '\0';
+        fclose(f);
+        const char *end = strrchr(buf, ')'); /* the name may hold spaces */
+        if (end && end[1] == ' ')
+            l.state = end[2];
+    }
+    snprintf(path, sizeof(path), "/proc/self/task/%d/schedstat", (int)loop_tid);
+    f = fopen(path, "r");
+    if (f) {
+        if (fscanf(f, "%llu %llu", &l.cpu_ns, &l.run_delay_ns) != 2)
+            l.cpu_ns = l.run_delay_ns = 0;
+        fclose(f);
+    }
+    f = fopen("/proc/stat", "r");
+    if (f) {
+        unsigned long long v[8];
+        if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                   &v[4], &v[5], &v[6], &v[7]) == 8)
+            l.steal_ticks = v[7];
+        fclose(f);
+    }
+    /* Read last: a wait that began or ended meanwhile shows as a change. */
+    if (atomic_load(&loop->waits) != l.waits)
+        l.wait_timeout = -2;
+    return l;
+}
+
+/* Asleep in the same endless wait at both looks, and in between. */
+static bool loop_idle(const loop_look *a, const loop_look *b)
+{
+    return a->wait_timeout == -1 && b->wait_timeout == -1 && a->waits == b->waits &&
+           a->state == 'S' && b->state == 'S';
+}
+
+static void print_look(const char *when, const loop_look *l)
+{
+    fprintf(stderr, "  loop thread %s: wait timeout %d (-2: not waiting), %lu waits, state %c, "
+                    "cpu %.3f s, waited for a cpu %.3f s; host steal %.2f s\n",
+            when, l->wait_timeout, l->waits, l->state, l->cpu_ns / 1e9, l->run_delay_ns / 1e9,
+            l->steal_ticks / (double)sysconf(_SC_CLK_TCK));
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -111,10 +184,14 @@ static int nclients;
 /* Before a stall aborts: what each client received last and what state its stream is in
  * (read racily: the loop is stuck or idle by then), and with FUZZ_STALL_GDB set every
  * thread's stack. */
-static void report_stall(const client *waiting)
+static void report_stall(const client *waiting, const loop_look *before, const loop_look *now)
 {
     fprintf(stderr, "fuzz_session: stall waiting for client %d; online %u\n",
-            (int)(waiting - clients), chat_online());
+            waiting ? (int)(waiting - clients) : -1, chat_online());
+    if (before)
+        print_look("at the look before", before);
+    if (now)
+        print_look("now", now);
     for (int i = 0; i < nclients; i++) {
         const client *c = &clients[i];
         const px_stream *s = c->st;
@@ -134,9 +211,9 @@ static void report_stall(const client *waiting)
                 (unsigned long long)px_now_ms(), s->be_readable, s->be_writable,
                 s->be_rdhup, s->be_want_read, s->be_want_write, s->fd_closing);
     }
-    /* What the kernel says: bytes waiting on the server's side of each client, the
-     * epoll registrations, and whether epoll has an event ready now (taking it: the
-     * target aborts anyway). */
+    /* What the kernel says: bytes waiting on the server's side of each client, whether
+     * it is readable or writable (poll: nothing is taken from the loop's epoll), and
+     * the epoll registrations. */
     {
         unsigned n = 0;
         for (px_stream *p = loop->pend; p && n < 64; p = p->pend_next)
@@ -150,9 +227,14 @@ static void report_stall(const client *waiting)
         int epfd = *(const int *)loop->be_data; /* epoll_state's first member */
         for (int i = 0; i < nclients; i++) {
             int unread = -1, fd = clients[i].st->fd;
-            if (fd >= 0)
+            struct pollfd p = {.fd = fd, .events = POLLIN | POLLOUT};
+            if (fd >= 0) {
                 ioctl(fd, FIONREAD, &unread);
-            fprintf(stderr, "client %d: server fd %d, %d bytes unread there\n", i, fd, unread);
+                if (poll(&p, 1, 0) < 0)
+                    p.revents = 0;
+            }
+            fprintf(stderr, "client %d: server fd %d, %d bytes unread there, poll 0x%x\n", i,
+                    fd, unread, (unsigned)p.revents);
         }
         char path[64], buf[4096];
         snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", epfd);
@@ -162,11 +244,6 @@ static void report_stall(const client *waiting)
         if (f)
             fclose(f);
         fprintf(stderr, "epoll fd %d registrations:\n%s", epfd, buf);
-        struct epoll_event ev[16];
-        int ready = epoll_wait(epfd, ev, 16, 0);
-        fprintf(stderr, "epoll_wait now: %d ready\n", ready);
-        for (int i = 0; i < ready; i++)
-            fprintf(stderr, "  events 0x%x for %p\n", ev[i].events, ev[i].data.ptr);
     }
     if (getenv("FUZZ_STALL_GDB")) {
         char cmd[128];
@@ -177,17 +254,46 @@ static void report_stall(const client *waiting)
     }
 }
 
-/* Reads what has arrived, waiting up to TIMEOUT_MS for something; false at the end of
- * the stream. */
+/* Called after each STALL_CHECK_MS without what the harness waits for (waited: how
+ * long so far; *last: the previous look, if have_last): aborts if the loop thread was
+ * idle since the last look, or the wait has lasted STALL_MAX_MS. */
+static void still_waiting(const client *c, uint64_t waited, loop_look *last, bool *have_last,
+                          const char *what)
+{
+    loop_look now = look_at_loop();
+    bool idle = *have_last && loop_idle(last, &now);
+    if (idle || waited >= STALL_MAX_MS) {
+        report_stall(c, *have_last ? last : NULL, &now);
+        fprintf(stderr, "fuzz_session: invariant broken: %s (%s)\n", what,
+                idle ? "the loop thread sat idle meanwhile" : "for 300 s");
+        abort();
+    }
+    fprintf(stderr, "fuzz_session: %s for %.0f s, but the loop thread was not idle: "
+                    "waiting on\n", what, waited / 1e3);
+    print_look("now", &now);
+    *last = now;
+    *have_last = true;
+}
+
+/* Reads what has arrived, waiting for something (see still_waiting); false at the end
+ * of the stream. */
 static bool receive(client *c)
 {
     if (c->gone)
         return false;
     struct pollfd p = {.fd = c->fd, .events = POLLIN};
-    int n = poll(&p, 1, TIMEOUT_MS);
-    if (n != 1)
-        report_stall(c);
-    check(n == 1, "the server did not answer within 10 s");
+    loop_look last;
+    bool have_last = false;
+    uint64_t waited = 0;
+    int n;
+    while ((n = poll(&p, 1, STALL_CHECK_MS)) == 0) {
+        waited += STALL_CHECK_MS;
+        still_waiting(c, waited, &last, &have_last, "no answer from the server");
+    }
+    if (have_last)
+        fprintf(stderr, "fuzz_session: the answer came after more than %.0f s\n",
+                waited / 1e3);
+    check(n == 1, "poll failed");
     if (c->rx_cap - c->rx_len < 4096) {
         c->rx_cap = c->rx_cap ? c->rx_cap * 2 : 16384;
         c->rx = realloc(c->rx, c->rx_cap);
@@ -376,14 +482,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     int k = 2 + data[0] % (MAX_CLIENTS - 1);
     client cl[MAX_CLIENTS] = {0};
+    /* Every session of the previous input goes (its clients closed while libFuzzer
+     * prepared this input), and with the last of them every name and room. */
+    {
+        loop_look last;
+        bool have_last = false;
+        uint64_t waited = 0, since = px_now_ms();
+        unsigned sessions, names, rooms;
+        for (;;) {
+            chat_census(&sessions, &names, &rooms);
+            if (!sessions)
+                break;
+            nanosleep(&(struct timespec){.tv_nsec = 20000}, NULL);
+            if (px_now_ms() - since >= STALL_CHECK_MS) {
+                waited += STALL_CHECK_MS;
+                since = px_now_ms();
+                still_waiting(NULL, waited, &last, &have_last,
+                              "a session outlived its client");
+            }
+        }
+        if (names || rooms)
+            fprintf(stderr, "fuzz_session: no session left, yet %u names and %u rooms\n", names,
+                    rooms);
+        check(!names && !rooms, "a name or a room outlived the sessions");
+    }
     clients = cl;
     nclients = k;
-    /* Every session of the previous input has gone by now (its clients closed while
-     * libFuzzer prepared this input). */
-    for (int waited = 0; chat_online() > 0; waited++) {
-        check(waited < TIMEOUT_MS * 50, "a session outlived its client by 10 s");
-        nanosleep(&(struct timespec){.tv_nsec = 20000}, NULL);
-    }
     for (int i = 0; i < k; i++) {
         int sv[2];
         check(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0, "socketpair");
@@ -440,5 +564,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             free(cl[i].sent[m]);
         free(cl[i].sent);
     }
+    clients = NULL;
+    nclients = 0;
     return 0;
 }
