@@ -286,7 +286,10 @@ static bool receive(client *c)
     bool have_last = false;
     uint64_t waited = 0;
     int n;
-    while ((n = poll(&p, 1, STALL_CHECK_MS)) == 0) {
+    while ((n = poll(&p, 1, STALL_CHECK_MS)) <= 0) {
+        if (n < 0 && errno == EINTR)
+            continue; /* a signal (libFuzzer's timers): look again */
+        check(n == 0, "poll failed");
         waited += STALL_CHECK_MS;
         still_waiting(c, waited, &last, &have_last, "no answer from the server");
     }
