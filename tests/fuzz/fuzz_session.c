@@ -254,25 +254,31 @@ static void report_stall(const client *waiting, const loop_look *before, const l
     }
 }
 
-/* Called after each STALL_CHECK_MS without what the harness waits for (waited: how
- * long so far; *last: the previous look, if have_last): aborts if the loop thread was
- * idle since the last look, or the wait has lasted STALL_MAX_MS. */
-static void still_waiting(const client *c, uint64_t waited, loop_look *last, bool *have_last,
-                          const char *what)
+/* One wait for the server: how long so far, and the last look at the loop. */
+typedef struct stall_watch {
+    uint64_t waited;
+    bool looked;
+    loop_look last;
+} stall_watch;
+
+/* Called after each STALL_CHECK_MS without what the harness waits for: aborts if the
+ * loop thread was idle since the last look, or the wait has lasted STALL_MAX_MS. */
+static void still_waiting(const client *c, stall_watch *w, const char *what)
 {
+    w->waited += STALL_CHECK_MS;
     loop_look now = look_at_loop();
-    bool idle = *have_last && loop_idle(last, &now);
-    if (idle || waited >= STALL_MAX_MS) {
-        report_stall(c, *have_last ? last : NULL, &now);
-        fprintf(stderr, "fuzz_session: invariant broken: %s (%s)\n", what,
-                idle ? "the loop thread sat idle meanwhile" : "for 300 s");
+    bool idle = w->looked && loop_idle(&w->last, &now);
+    if (idle || w->waited >= STALL_MAX_MS) {
+        report_stall(c, w->looked ? &w->last : NULL, &now);
+        fprintf(stderr, "fuzz_session: invariant broken: %s (%s %.0f s)\n", what,
+                idle ? "the loop thread sat idle; waited" : "waited", w->waited / 1e3);
         abort();
     }
     fprintf(stderr, "fuzz_session: %s for %.0f s, but the loop thread was not idle: "
-                    "waiting on\n", what, waited / 1e3);
+                    "waiting on\n", what, w->waited / 1e3);
     print_look("now", &now);
-    *last = now;
-    *have_last = true;
+    w->last = now;
+    w->looked = true;
 }
 
 /* Reads what has arrived, waiting for something (see still_waiting); false at the end
@@ -282,21 +288,17 @@ static bool receive(client *c)
     if (c->gone)
         return false;
     struct pollfd p = {.fd = c->fd, .events = POLLIN};
-    loop_look last;
-    bool have_last = false;
-    uint64_t waited = 0;
+    stall_watch w = {0};
     int n;
     while ((n = poll(&p, 1, STALL_CHECK_MS)) <= 0) {
         if (n < 0 && errno == EINTR)
             continue; /* a signal (libFuzzer's timers): look again */
         check(n == 0, "poll failed");
-        waited += STALL_CHECK_MS;
-        still_waiting(c, waited, &last, &have_last, "no answer from the server");
+        still_waiting(c, &w, "no answer from the server");
     }
-    if (have_last)
+    if (w.waited)
         fprintf(stderr, "fuzz_session: the answer came after more than %.0f s\n",
-                waited / 1e3);
-    check(n == 1, "poll failed");
+                w.waited / 1e3);
     if (c->rx_cap - c->rx_len < 4096) {
         c->rx_cap = c->rx_cap ? c->rx_cap * 2 : 16384;
         c->rx = realloc(c->rx, c->rx_cap);
@@ -488,9 +490,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* Every session of the previous input goes (its clients closed while libFuzzer
      * prepared this input), and with the last of them every name and room. */
     {
-        loop_look last;
-        bool have_last = false;
-        uint64_t waited = 0, since = px_now_ms();
+        stall_watch w = {0};
+        uint64_t since = px_now_ms();
         unsigned sessions, names, rooms;
         for (;;) {
             chat_census(&sessions, &names, &rooms);
@@ -498,10 +499,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 break;
             nanosleep(&(struct timespec){.tv_nsec = 20000}, NULL);
             if (px_now_ms() - since >= STALL_CHECK_MS) {
-                waited += STALL_CHECK_MS;
                 since = px_now_ms();
-                still_waiting(NULL, waited, &last, &have_last,
-                              "a session outlived its client");
+                still_waiting(NULL, &w, "a session outlived its client");
             }
         }
         if (names || rooms)
