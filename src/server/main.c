@@ -2,12 +2,13 @@
  * st_proactor: start-up (options, descriptor limit, signals), the listening
  * socket and the banner, then the loop until SIGINT or SIGTERM, and a
  * shutdown that lets clients take what is queued for them.  The chat itself
- * is in session.c and room.c.
+ * is the core's (chat.h), between its doors (door.h) and its bus (bus.h).
  */
 #include "config.h"
 #include "log.h"
+#include "bus_redis.h"
 #include "chat.h"
-#include "cluster.h"
+#include "door_stream.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -134,40 +135,41 @@ int main(int argc, char **argv)
             px_loop_threads(the_loop));
 
     px_listener *listener;
-    if (chat_init(&cfg, the_loop) != 0) {
-        fprintf(stderr, "st_proactor: cannot start: out of memory\n");
-        px_loop_destroy(the_loop);
-        chat_fini();
-        return 1;
-    }
+    const chat_bus *bus = &chat_bus_local;
     if (cfg.cluster) {
         char why[256];
-        if (cluster_probe(&cfg, why, sizeof(why)) != 0) {
+        if (chat_bus_redis_probe(&cfg, why, sizeof(why)) != 0) {
             char shown[SRV_SHOWN_MAX];
             if (!cfg.cluster_optional) {
                 fprintf(stderr, "st_proactor: cannot reach the cluster's Redis at %s: %s "
                                 "(--cluster-optional starts anyway)\n",
                         srv_shown(cfg.cluster, shown), why);
                 px_loop_destroy(the_loop);
-                chat_fini();
                 return 1;
             }
             srv_log(SRV_LOG_ERROR, "cluster: Redis at %s unreachable (%s): running alone "
                     "until it answers", srv_shown(cfg.cluster, shown), why);
         }
-        if (cluster_start(&cfg, the_loop) != 0) {
+        if (!(bus = chat_bus_redis_start(&cfg, the_loop))) {
             fprintf(stderr, "st_proactor: cannot start: out of memory\n");
             px_loop_destroy(the_loop);
-            chat_fini();
             return 1;
         }
+    }
+    if (chat_init(&cfg, the_loop, bus) != 0) {
+        fprintf(stderr, "st_proactor: cannot start: out of memory\n");
+        bus->stop();
+        px_loop_destroy(the_loop);
+        chat_fini();
+        return 1;
     }
     static const char busy[] = "*** Server busy, try again later.\r\n";
     rc = px_listen(the_loop, &listener,
                    &(px_listen_opts){
                        .host = cfg.bind,
                        .port = (uint16_t)cfg.port,
-                       .handlers = chat_session_handlers,
+                       .handlers = chat_stream_handlers,
+                       .user = (void *)(cfg.raw ? &chat_door_raw : &chat_door_telnet),
                        .stream_opts = {.sendq_bytes = cfg.sendq},
                        .keepalive_s = cfg.keepalive,
                        .busy_msg = cfg.raw ? NULL : busy,
@@ -183,7 +185,7 @@ int main(int argc, char **argv)
         else
             fprintf(stderr, "st_proactor: cannot listen on port %u: %s\n", cfg.port,
                     rc == -EADDRINUSE ? "address already in use" : px_strerror(rc));
-        cluster_stop();
+        bus->stop();
         px_loop_destroy(the_loop);
         chat_fini();
         return bad_bind ? 2 : 1;
@@ -193,6 +195,7 @@ int main(int argc, char **argv)
     rc = pthread_create(&sig_thread, NULL, signal_thread, &stop_signals);
     if (rc) {
         fprintf(stderr, "st_proactor: cannot start: %s\n", px_strerror(-rc));
+        bus->stop();
         px_loop_destroy(the_loop);
         chat_fini();
         return 1;
@@ -213,7 +216,7 @@ int main(int argc, char **argv)
             px_timer_cancel(deadline);
         }
     }
-    cluster_stop();
+    bus->stop();
     destroy_loop();
     stop_signal_thread(sig_thread);
     chat_fini();

@@ -503,6 +503,13 @@ static bool name_char(char c)
     return ascii_alpha(c) || (c >= '0' && c <= '9') || c == '_' || c == '-';
 }
 
+void chat_name_lower(char *dst, const char *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = ascii_lower(src[i]);
+    dst[n] = '\0';
+}
+
 bool chat_name_eq(const char *a, size_t alen, const char *b, size_t blen)
 {
     if (alen != blen)
@@ -616,8 +623,6 @@ size_t chat_room_norm(const char *name, size_t len, char out[25])
     for (size_t i = 0; i < len; i++)
         if (!name_char(name[i]))
             return 0;
-    for (size_t i = 0; i < len; i++)
-        out[i] = ascii_lower(name[i]);
-    out[len] = '\0';
+    chat_name_lower(out, name, len);
     return len;
 }

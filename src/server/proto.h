@@ -122,6 +122,10 @@ bool chat_line_parse(const char *line, size_t len, char *clean, chat_cmd *c);
 bool chat_nick_valid(const char *name, size_t len);
 size_t chat_room_norm(const char *name, size_t len, char out[25]);
 
+/* Writes src[0..n) in ASCII lower case, then a NUL, to dst (n + 1 bytes): the key
+ * under which a name is looked up. */
+void chat_name_lower(char *dst, const char *src, size_t n);
+
 /* Case-insensitive (ASCII) comparison of names. */
 bool chat_name_eq(const char *a, size_t alen, const char *b, size_t blen);
 

@@ -1,5 +1,5 @@
 /*
- * libFuzzer target: whole chat sessions (src/server/session.c, room.c, proto.c and
+ * libFuzzer target: whole chat sessions (the chat core, the telnet door and
  * libproactor), stateful.  Each input opens 2 to 4 clients on socket pairs into one
  * running server loop and writes the input to them in interleaved chunks: byte 0 picks
  * the number of clients; then each step is one byte, whose low 2 bits pick the client
@@ -27,6 +27,7 @@
  */
 #include "proactor/internal.h" /* stall reports show the streams' state */
 #include "server/chat.h"
+#include "server/door_stream.h"
 #include "server/log.h"
 
 #include "../support/utf8_strict.h"
@@ -171,7 +172,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     check(px_loop_create(&loop, &(px_loop_opts){.backend = backend, .executor = exec,
                                                 .sendq_bytes = cfg.sendq}) == 0,
           "px_loop_create");
-    chat_init(&cfg, loop);
+    chat_init(&cfg, loop, &chat_bus_local);
     pthread_t t;
     check(pthread_create(&t, NULL, run_loop, NULL) == 0, "pthread_create");
     pthread_detach(t);
@@ -345,7 +346,7 @@ static void expect_message(client *c, const char *text, size_t len)
     c->sent[c->nsent++] = m;
 }
 
-/* The model: what the server makes of one complete line, as session.c's chat_line. */
+/* The model: what the server makes of one complete line, as chat_session_line does. */
 static void model_line(client *c, const char *line, size_t len)
 {
     char *clean = malloc(CHAT_SANITIZE_MAX(len) + 1);
@@ -514,7 +515,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int sv[2];
         check(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0, "socketpair");
         px_stream *st;
-        check(px_stream_open(loop, &st, sv[0], &chat_session_handlers, NULL,
+        check(px_stream_open(loop, &st, sv[0], &chat_stream_handlers, (void *)&chat_door_telnet,
                              &(px_stream_opts){.sendq_bytes = cfg.sendq}) == 0,
               "px_stream_open");
         px_stream_retain(st);
