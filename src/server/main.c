@@ -1,8 +1,10 @@
 /*
  * st_proactor: start-up (options, descriptor limit, signals), the listening
  * socket and the banner, then the loop until SIGINT or SIGTERM, and a
- * shutdown that lets clients take what is queued for them.  The chat itself
- * is the core's (chat.h), between its doors (door.h) and its bus (bus.h).
+ * shutdown that lets clients take what is queued for them.  Start-up goes a
+ * stage at a time, and one teardown undoes exactly the stages reached, on
+ * every path.  The chat itself is the core's (chat.h), between its doors
+ * (door.h) and its bus (bus.h).
  */
 #include "config.h"
 #include "log.h"
@@ -92,40 +94,42 @@ static void on_accept_error(px_listener *l, int err, void *user)
                                                  : "");
 }
 
-int main(int argc, char **argv)
-{
-    srv_config cfg;
-    switch (srv_config_parse(argc, argv, &cfg, stdout, stderr)) {
-    case SRV_PARSE_RUN:
-        break;
-    case SRV_PARSE_EXIT:
-        return 0;
-    case SRV_PARSE_ERROR:
-        return 2;
-    }
-    srv_log_set_level(cfg.quiet ? SRV_LOG_ERROR : cfg.verbose ? SRV_LOG_DEBUG : SRV_LOG_INFO);
-    signal(SIGPIPE, SIG_IGN);
-    raise_fd_limit();
-    /* Before any thread exists, so that every thread inherits the mask. */
-    static sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+/* How far start-up got: each stage is everything before it and one step more, and
+ * srv_teardown undoes exactly the steps a stage includes. */
+typedef enum srv_stage {
+    SRV_STAGE_NONE,      /* nothing to undo */
+    SRV_STAGE_LOOP,      /* the loop exists */
+    SRV_STAGE_BUS,       /* and the bus is started (the Redis bus with --cluster) */
+    SRV_STAGE_CHAT,      /* and chat_init has succeeded */
+    SRV_STAGE_LISTENING, /* and the listener is open */
+    SRV_STAGE_RUNNING,   /* and the signal thread runs */
+} srv_stage;
 
+typedef struct srv_server {
+    srv_config cfg;
+    sigset_t stop_signals; /* SIGINT, SIGTERM: blocked everywhere, taken by the signal thread */
+    srv_stage stage;
+    const chat_bus *bus;
+    px_listener *listener; /* NULL once closed */
+    pthread_t signal_thread;
+} srv_server;
+
+/* 0, or the exit code once the reason is printed. */
+static int start_loop(const srv_config *cfg)
+{
     int rc = px_loop_create(&the_loop, &(px_loop_opts){
-                                           .backend = cfg.backend,
-                                           .executor = cfg.dispatch,
-                                           .threads = cfg.threads,
+                                           .backend = cfg->backend,
+                                           .executor = cfg->dispatch,
+                                           .threads = cfg->threads,
                                        });
     if (rc) {
         char why[200] = "";
-        if (rc == -ENOTSUP && px_backend_probe(cfg.backend, why, sizeof(why)) != 0)
+        if (rc == -ENOTSUP && px_backend_probe(cfg->backend, why, sizeof(why)) != 0)
             fprintf(stderr, "st_proactor: backend %s is not available here: %s\n",
-                    px_backend_name(cfg.backend), why);
+                    px_backend_name(cfg->backend), why);
         else if (rc == -ENOTSUP)
             fprintf(stderr, "st_proactor: backend %s is not available here\n",
-                    px_backend_name(cfg.backend));
+                    px_backend_name(cfg->backend));
         else
             fprintf(stderr, "st_proactor: cannot start: %s\n", px_strerror(rc));
         return rc == -ENOTSUP ? 2 : 1;
@@ -133,92 +137,155 @@ int main(int argc, char **argv)
     srv_log(SRV_LOG_INFO, "backend %s; dispatch %s, %u worker threads",
             px_loop_backend_note(the_loop), px_executor_name(px_loop_executor(the_loop)),
             px_loop_threads(the_loop));
+    return 0;
+}
 
-    px_listener *listener;
-    const chat_bus *bus = &chat_bus_local;
-    if (cfg.cluster) {
-        char why[256];
-        if (chat_bus_redis_probe(&cfg, why, sizeof(why)) != 0) {
-            char shown[SRV_SHOWN_MAX];
-            if (!cfg.cluster_optional) {
-                fprintf(stderr, "st_proactor: cannot reach the cluster's Redis at %s: %s "
-                                "(--cluster-optional starts anyway)\n",
-                        srv_shown(cfg.cluster, shown), why);
-                px_loop_destroy(the_loop);
-                return 1;
-            }
-            srv_log(SRV_LOG_ERROR, "cluster: Redis at %s unreachable (%s): running alone "
-                    "until it answers", srv_shown(cfg.cluster, shown), why);
-        }
-        if (!(bus = chat_bus_redis_start(&cfg, the_loop))) {
-            fprintf(stderr, "st_proactor: cannot start: out of memory\n");
-            px_loop_destroy(the_loop);
+/* With --cluster: Redis must answer now, unless --cluster-optional.  0, or the exit
+ * code once the reason is printed. */
+static int start_cluster(srv_server *s)
+{
+    const srv_config *cfg = &s->cfg;
+    char why[256];
+    if (chat_bus_redis_probe(cfg, why, sizeof(why)) != 0) {
+        char shown[SRV_SHOWN_MAX];
+        if (!cfg->cluster_optional) {
+            fprintf(stderr, "st_proactor: cannot reach the cluster's Redis at %s: %s "
+                            "(--cluster-optional starts anyway)\n",
+                    srv_shown(cfg->cluster, shown), why);
             return 1;
         }
+        srv_log(SRV_LOG_ERROR, "cluster: Redis at %s unreachable (%s): running alone "
+                "until it answers", srv_shown(cfg->cluster, shown), why);
     }
-    if (chat_init(&cfg, the_loop, bus) != 0) {
+    if (!(s->bus = chat_bus_redis_start(cfg, the_loop))) {
         fprintf(stderr, "st_proactor: cannot start: out of memory\n");
-        bus->stop();
-        px_loop_destroy(the_loop);
-        chat_fini();
         return 1;
     }
+    return 0;
+}
+
+/* 0, or the exit code once the reason is printed. */
+static int start_listening(srv_server *s)
+{
     static const char busy[] = "*** Server busy, try again later.\r\n";
-    rc = px_listen(the_loop, &listener,
-                   &(px_listen_opts){
-                       .host = cfg.bind,
-                       .port = (uint16_t)cfg.port,
-                       .handlers = chat_stream_handlers,
-                       .user = (void *)(cfg.raw ? &chat_door_raw : &chat_door_telnet),
-                       .stream_opts = {.sendq_bytes = cfg.sendq},
-                       .keepalive_s = cfg.keepalive,
-                       .busy_msg = cfg.raw ? NULL : busy,
-                       .busy_len = cfg.raw ? 0 : sizeof(busy) - 1,
-                       .on_accept_error = on_accept_error,
-                   });
+    const srv_config *cfg = &s->cfg;
+    int rc = px_listen(the_loop, &s->listener,
+                       &(px_listen_opts){
+                           .host = cfg->bind,
+                           .port = (uint16_t)cfg->port,
+                           .handlers = chat_stream_handlers,
+                           .user = (void *)(cfg->raw ? &chat_door_raw : &chat_door_telnet),
+                           .stream_opts = {.sendq_bytes = cfg->sendq},
+                           .keepalive_s = cfg->keepalive,
+                           .busy_msg = cfg->raw ? NULL : busy,
+                           .busy_len = cfg->raw ? 0 : sizeof(busy) - 1,
+                           .on_accept_error = on_accept_error,
+                       });
     if (rc) {
-        bool bad_bind = cfg.bind && (rc == -EADDRNOTAVAIL || rc == -EAFNOSUPPORT);
+        bool bad_bind = cfg->bind && (rc == -EADDRNOTAVAIL || rc == -EAFNOSUPPORT);
         char shown[SRV_SHOWN_MAX];
         if (bad_bind)
             fprintf(stderr, "st_proactor: invalid --bind '%s' (not an address of this machine)\n",
-                    srv_shown(cfg.bind, shown));
+                    srv_shown(cfg->bind, shown));
         else
-            fprintf(stderr, "st_proactor: cannot listen on port %u: %s\n", cfg.port,
+            fprintf(stderr, "st_proactor: cannot listen on port %u: %s\n", cfg->port,
                     rc == -EADDRINUSE ? "address already in use" : px_strerror(rc));
-        bus->stop();
-        px_loop_destroy(the_loop);
-        chat_fini();
         return bad_bind ? 2 : 1;
     }
+    return 0;
+}
 
-    pthread_t sig_thread;
-    rc = pthread_create(&sig_thread, NULL, signal_thread, &stop_signals);
-    if (rc) {
-        fprintf(stderr, "st_proactor: cannot start: %s\n", px_strerror(-rc));
-        bus->stop();
-        px_loop_destroy(the_loop);
-        chat_fini();
+/* Sets the server up a step at a time, raising s->stage after each step that
+ * succeeds.  0, or the exit code of the step that failed, its reason printed. */
+static int srv_start(srv_server *s)
+{
+    int code = start_loop(&s->cfg);
+    if (code)
+        return code;
+    s->stage = SRV_STAGE_LOOP;
+    s->bus = &chat_bus_local;
+    if (s->cfg.cluster && (code = start_cluster(s)) != 0)
+        return code;
+    s->stage = SRV_STAGE_BUS;
+    if (chat_init(&s->cfg, the_loop, s->bus) != 0) {
+        fprintf(stderr, "st_proactor: cannot start: out of memory\n");
         return 1;
     }
+    s->stage = SRV_STAGE_CHAT;
+    if ((code = start_listening(s)) != 0)
+        return code;
+    s->stage = SRV_STAGE_LISTENING;
+    int rc = pthread_create(&s->signal_thread, NULL, signal_thread, &s->stop_signals);
+    if (rc) {
+        fprintf(stderr, "st_proactor: cannot start: %s\n", px_strerror(-rc));
+        return 1;
+    }
+    s->stage = SRV_STAGE_RUNNING;
+    return 0;
+}
 
-    printf("Listening on port: [%u] ...\n", (unsigned)px_listener_port(listener));
+/* The banner, the loop until SIGINT or SIGTERM, then a bounded drain. */
+static void srv_run(srv_server *s)
+{
+    printf("Listening on port: [%u] ...\n", (unsigned)px_listener_port(s->listener));
     fflush(stdout);
 
     px_loop_run(the_loop);
-    px_listener_close(listener);
+    px_listener_close(s->listener);
+    s->listener = NULL;
     srv_log(SRV_LOG_INFO, "shutting down (%u clients connected)", chat_online());
     if (chat_shutdown(the_loop) > 0) {
         /* Let queued lines reach their readers, for a bounded time: the loop
          * stops when the last client has gone, or when this timer fires. */
         px_timer *deadline;
-        if (px_timer_start(the_loop, &deadline, cfg.shutdown_wait, 0, stop_loop, the_loop) == 0) {
+        unsigned wait_ms = s->cfg.shutdown_wait;
+        if (px_timer_start(the_loop, &deadline, wait_ms, 0, stop_loop, the_loop) == 0) {
             px_loop_run(the_loop);
             px_timer_cancel(deadline);
         }
     }
-    bus->stop();
-    destroy_loop();
-    stop_signal_thread(sig_thread);
-    chat_fini();
-    return 0;
+}
+
+/* Undoes what start-up did, last step first, but for one swap: chat_fini comes
+ * after the loop is destroyed, since destroying it closes the last sessions, whose
+ * handlers still use what chat_fini frees.  Returns code. */
+static int srv_teardown(srv_server *s, int code)
+{
+    if (s->stage >= SRV_STAGE_RUNNING)
+        stop_signal_thread(s->signal_thread);
+    if (s->stage >= SRV_STAGE_LISTENING && s->listener)
+        px_listener_close(s->listener);
+    if (s->stage >= SRV_STAGE_BUS)
+        s->bus->stop();
+    if (s->stage >= SRV_STAGE_LOOP)
+        destroy_loop();
+    if (s->stage >= SRV_STAGE_CHAT)
+        chat_fini();
+    return code;
+}
+
+int main(int argc, char **argv)
+{
+    static srv_server s; /* static: the signal thread reads s.stop_signals */
+    switch (srv_config_parse(argc, argv, &s.cfg, stdout, stderr)) {
+    case SRV_PARSE_RUN:
+        break;
+    case SRV_PARSE_EXIT:
+        return 0;
+    case SRV_PARSE_ERROR:
+        return 2;
+    }
+    srv_log_set_level(s.cfg.quiet ? SRV_LOG_ERROR : s.cfg.verbose ? SRV_LOG_DEBUG : SRV_LOG_INFO);
+    signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
+    /* Before any thread exists, so that every thread inherits the mask. */
+    sigemptyset(&s.stop_signals);
+    sigaddset(&s.stop_signals, SIGINT);
+    sigaddset(&s.stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &s.stop_signals, NULL);
+
+    int code = srv_start(&s);
+    if (code == 0)
+        srv_run(&s);
+    return srv_teardown(&s, code);
 }
