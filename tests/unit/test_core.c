@@ -358,7 +358,9 @@ static void setup_scripted(void)
     setup_with(&scripted);
 }
 
-Test(core, bus_answers, .init = setup_scripted, .fini = chat_fini)
+TestSuite(core_bus, .init = setup_scripted, .fini = chat_fini, .timeout = 10);
+
+Test(core_bus, answers)
 {
     next_partial = true;
     rec *a = open_one();
