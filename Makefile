@@ -10,6 +10,7 @@
 #                              "N passed, N failed"
 #   make run ARGS='--port 0'   deps, build, run ./st_proactor $(ARGS)
 #   make check-symbols         every symbol exported by libproactor.so starts with px_
+#   make check-layers          no circle among the server's files (scripts/check-layers.sh)
 #   make deps                  check (and install) what the build and tests need
 #   make bench                 Redis, NATS, ncat and st_proactor side by side (bench/RESULTS.md)
 #   make bench-quick           a one-minute subset of make bench
@@ -122,7 +123,7 @@ endif
 
 RESULTS := build/test-results.txt
 
-.PHONY: all tests test run deps clean check-symbols FORCE
+.PHONY: all tests test run deps clean check-symbols check-layers FORCE
 .DEFAULT_GOAL := all
 
 all: $(OUTPUTS)
@@ -331,6 +332,11 @@ check-symbols: $(LIB_SO)
 	fi; \
 	echo "check-symbols: $(LIB_SO) exports only px_ symbols"
 
+# The server's files call each other without a circle: the core reaches its doors and
+# its bus only through their tables (DESIGN.md 3a).
+check-layers: $(SERVER)
+	@scripts/check-layers.sh $(OBJ)/server
+
 run:
 	@scripts/deps.sh
 	@$(MAKE) --no-print-directory all
@@ -355,9 +361,11 @@ test:
 			printf '%s\t0\t1\t0\n' "$$v build" >> $(RESULTS); continue; \
 		fi; \
 		if [ $$v = release ]; then \
-			if $(MAKE) --no-print-directory SANITIZE= check-symbols; then \
-				printf '%s\t1\t0\t0\n' "$$v check-symbols" >> $(RESULTS); \
-			else printf '%s\t0\t1\t0\n' "$$v check-symbols" >> $(RESULTS); fi; \
+			for c in check-symbols check-layers; do \
+			if $(MAKE) --no-print-directory SANITIZE= $$c; then \
+				printf '%s\t1\t0\t0\n' "$$v $$c" >> $(RESULTS); \
+			else printf '%s\t0\t1\t0\n' "$$v $$c" >> $(RESULTS); fi; \
+			done; \
 		fi; \
 		noaslr=; [ $$v = thread ] && noaslr=--no-aslr; \
 		for b in $(TEST_BACKENDS); do \

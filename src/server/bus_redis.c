@@ -1,12 +1,10 @@
 /*
- * The Redis bus (bus_redis.h): its table, start and stop, and its two connections to
- * Redis (one publishes and asks, one subscribes), reconnected with a growing pause
- * whenever either breaks.
+ * The Redis bus (bus_redis.h): its table, how it starts (the hooks of its connections
+ * filled in) and how it stops (this server's users leave the cluster at once).
  */
 #include "bus_redis.h"
 
 #include "log.h"
-#include "redis_px.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -17,11 +15,6 @@
 #include <string.h>
 #include <sys/random.h>
 #include <unistd.h>
-
-#define RETRY_MIN_MS 100
-#define RETRY_MAX_MS 5000
-
-struct redis_bus R;
 
 static void redis_stop(void);
 
@@ -70,116 +63,6 @@ int chat_bus_redis_probe(const srv_config *cfg, char *why, size_t len)
     return rc;
 }
 
-void redis_became_up(void)
-{
-    if (!R.pub_ok || !R.sub_ok || atomic_load(&R.up))
-        return;
-    atomic_store(&R.up, true);
-    R.backoff_ms = RETRY_MIN_MS;
-    srv_log(SRV_LOG_INFO, "cluster: connected to Redis at %s:%d", R.host, R.port);
-    redis_presence_sync(); /* clients hear the cluster is back once it has their names again */
-}
-
-static void connect_all(void);
-
-static void retry_now(px_timer *t, void *user)
-{
-    (void)user;
-    px_timer_cancel(t);
-    R.retry = NULL;
-    connect_all();
-}
-
-/* One connection is gone (or never came): drop the other, refuse lines, tell the
- * local clients once, and try again after a growing pause. */
-static void went_down(const char *why)
-{
-    bool was_up = atomic_exchange(&R.up, false);
-    redisAsyncContext *pub = R.pub, *sub = R.sub;
-    R.pub = R.sub = NULL;
-    R.pub_ok = R.sub_ok = false;
-    /* Freed at once, not disconnected gracefully: a connection still flushing could
-     * put a sender's earlier line into Redis after a later one sent on the next
-     * connection.  Lines without an answer are reported to their senders. */
-    if (pub)
-        redisAsyncFree(pub);
-    if (sub)
-        redisAsyncFree(sub);
-    if (R.stopping)
-        return;
-    if (was_up || !R.told_down)
-        srv_log(SRV_LOG_ERROR, "cluster: Redis at %s:%d unreachable (%s); retrying", R.host,
-                R.port, why);
-    if (!R.told_down) {
-        R.told_down = true;
-        chat_notice_all(REDIS_DOWN_NOTICE);
-    }
-    if (!R.retry && px_timer_start(R.loop, &R.retry, R.backoff_ms, 0, retry_now, NULL) != 0)
-        R.retry = NULL;
-    R.backoff_ms = R.backoff_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : R.backoff_ms * 2;
-}
-
-static void on_connect(const redisAsyncContext *ac, int status)
-{
-    if (status != REDIS_OK) {
-        /* hiredis frees the context after this callback. */
-        if (ac == R.pub)
-            R.pub = NULL;
-        if (ac == R.sub)
-            R.sub = NULL;
-        went_down(ac->errstr[0] ? ac->errstr : "connect failed");
-        return;
-    }
-    if (ac == R.pub) {
-        R.pub_ok = true;
-        redis_became_up();
-    }
-}
-
-static void on_disconnect(const redisAsyncContext *ac, int status)
-{
-    (void)status;
-    /* hiredis frees the context after this callback. */
-    bool ours = ac == R.pub || ac == R.sub;
-    if (ac == R.pub)
-        R.pub = NULL;
-    if (ac == R.sub)
-        R.sub = NULL;
-    if (ours)
-        went_down(ac->errstr[0] ? ac->errstr : "connection closed");
-}
-
-static redisAsyncContext *open_one(void)
-{
-    redisAsyncContext *ac = redisAsyncConnect(R.host, R.port);
-    if (!ac)
-        return NULL;
-    if (ac->err || redis_px_attach(ac, R.loop) != 0) {
-        redisAsyncFree(ac);
-        return NULL;
-    }
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    redisEnableKeepAlive(&ac->c); /* a Redis that vanished without a reset is noticed */
-    return ac;
-}
-
-static void connect_all(void)
-{
-    if (R.stopping)
-        return;
-    R.pub = open_one();
-    R.sub = open_one();
-    if (!R.pub || !R.sub) {
-        went_down("cannot connect");
-        return;
-    }
-    char pattern[64];
-    snprintf(pattern, sizeof(pattern), "%s*", R.prefix);
-    redisAsyncCommand(R.sub, redis_on_direct, NULL, "SUBSCRIBE %sto:%s", R.base, R.tag);
-    redisAsyncCommand(R.sub, redis_on_pmessage, NULL, "PSUBSCRIBE %s", pattern);
-}
-
 static void start_on_loop(void *arg)
 {
     (void)arg;
@@ -191,7 +74,7 @@ static void start_on_loop(void *arg)
         srv_log(SRV_LOG_ERROR, "cluster: out of memory: no heartbeat, so this server's users "
                                "leave the cluster's lists after %u s", R.ttl_s);
     }
-    connect_all();
+    redis_connect_all();
 }
 
 const chat_bus *chat_bus_redis_start(const srv_config *cfg, px_loop *loop)
@@ -221,8 +104,11 @@ const chat_bus *chat_bus_redis_start(const srv_config *cfg, px_loop *loop)
     char host[64] = "node";
     gethostname(host, sizeof(host) - 1);
     snprintf(R.tag, sizeof(R.tag), "%s/%016llx", cfg->node_name ? cfg->node_name : host, nonce);
-    R.backoff_ms = RETRY_MIN_MS;
-    redis_wire_leave_template(R.leave_tpl);
+    R.backoff_ms = REDIS_RETRY_MIN_MS;
+    R.on_up = redis_presence_sync;
+    R.on_message = redis_on_pmessage;
+    R.on_direct = redis_on_direct;
+    redis_wire_leave_template(R.tag, R.leave_tpl);
     return px_loop_post(loop, start_on_loop, NULL) == 0 ? &chat_bus_redis : NULL;
 }
 
@@ -235,7 +121,7 @@ static void redis_stop(void)
         px_timer_cancel(R.heartbeat);
     R.retry = R.heartbeat = NULL;
     bool was_up = atomic_load(&R.up);
-    went_down("stopping");
+    redis_went_down("stopping");
     if (!was_up)
         return; /* the TTL takes this server's users out */
     /* The last words, on a connection of their own (the loop is not running any

@@ -1,7 +1,8 @@
 /*
  * The Redis bus (bus.h), for several st_proactor servers sharing names, rooms and
  * private messages (--cluster redis://HOST:PORT[/DB]).  Private to its files:
- *   bus_redis.c           the table, start and stop, the connections and reconnection
+ *   bus_redis.c           the table, start and stop
+ *   bus_redis_conn.c      the state, the connections and reconnection, the commands
  *   bus_redis_pubsub.c    what is said in rooms: published, received, delivered
  *   bus_redis_wire.c      events as they travel between servers (one format)
  *   bus_redis_ask.c       questions (claim, who, rooms, msg, move) with their timeout
@@ -56,6 +57,10 @@ extern struct redis_bus {
     bool dirty; /* Redis's names and lists may not match this server's: write them anew */
     px_timer *retry, *heartbeat;
     unsigned backoff_ms;
+    /* Hooks (set at start): the connections are up; a room's line; a line to this
+     * server (its own channel). */
+    void (*on_up)(void);
+    redisCallbackFn *on_message, *on_direct;
     /* Any thread. */
     atomic_bool up;
 } R;
@@ -64,26 +69,35 @@ extern struct redis_bus {
  * then the event's text: KIND one letter, SENDER the id on its server of the session
  * that does not get it back (0: none), HISTORY 1 to keep it in the room's history, TAG
  * the server it comes from.  Returns a malloc'd payload (*len bytes) or NULL. */
-char *redis_wire_encode(const chat_event *ev, uint64_t sender, bool history, size_t *len);
+char *redis_wire_encode(const chat_event *ev, uint64_t sender, bool history, const char *tag,
+                        size_t *len);
 typedef struct redis_wire_msg {
     chat_event ev; /* its strings point into the payload, and into own[] */
     uint64_t sender;
     bool history, ours; /* ours: it came from this server */
     char own[2 * (CHAT_NICK_MAX + CHAT_ROOM_MAX + 2)];
 } redis_wire_msg;
-/* Parses p[0..n) into m; false when malformed. */
-bool redis_wire_decode(const char *p, size_t n, redis_wire_msg *m);
+/* Parses p[0..n) into m (ours: it comes from tag); false when malformed. */
+bool redis_wire_decode(const char *p, size_t n, const char *tag, redis_wire_msg *m);
 /* A Lua string.format template of this server's leave notice about user %s, why %s
  * (a user of a server that is gone). */
 #define REDIS_TEMPLATE_MAX 256
-void redis_wire_leave_template(char tpl[REDIS_TEMPLATE_MAX]);
+void redis_wire_leave_template(const char *tag, char tpl[REDIS_TEMPLATE_MAX]);
+
+/* bus_redis_conn.c (loop thread) */
+#define REDIS_RETRY_MIN_MS 100
+void redis_connect_all(void);
+/* One connection is gone (or never came): drop the other, refuse lines, tell the local
+ * clients once, and try again after a growing pause. */
+void redis_went_down(const char *why);
+/* The subscription is confirmed: once the other connection is up too, R.on_up. */
+void redis_became_up(void);
 
 /* bus_redis_pubsub.c */
 int redis_publish(chat_room *r, chat_session *from, uint64_t except, chat_event *ev,
                   bool history);
 void redis_on_pmessage(redisAsyncContext *ac, void *reply, void *priv);
 void redis_on_direct(redisAsyncContext *ac, void *reply, void *priv);
-void redis_became_up(void);
 
 /* bus_redis_ask.c */
 int redis_claim(chat_session *s, const char *name, chat_bus_done *done, void *ctx);
@@ -99,9 +113,11 @@ void redis_leave(chat_session *s);
 void redis_presence_sync(void);
 void redis_heartbeat(px_timer *t, void *user);
 
-/* bus_redis_lua.c: the scripts (ARGV as each says), and commands carrying them. */
+/* bus_redis_lua.c: the scripts (ARGV as each says). */
 extern const char REDIS_LUA_CLAIM[], REDIS_LUA_MOVE[], REDIS_LUA_DROP[], REDIS_LUA_SYNC[],
     REDIS_LUA_HEARTBEAT[], REDIS_LUA_LIST[], REDIS_LUA_MSG[], REDIS_LUA_LEAVE[];
+
+/* bus_redis_conn.c: commands carrying them. */
 /* A command's arguments, owned: "EVAL script 0 base ..." and the rest. */
 typedef struct redis_args {
     int argc, cap;

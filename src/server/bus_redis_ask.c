@@ -336,7 +336,7 @@ int redis_msg(chat_session *s, const char *name, chat_event *ev, chat_bus_done *
     }
     /* Not here: perhaps on another server. */
     size_t len;
-    char *payload = redis_wire_encode(ev, 0, false, &len);
+    char *payload = redis_wire_encode(ev, 0, false, R.tag, &len);
     ask *q = payload ? ask_new(s, ASK_MSG, REDIS_LUA_MSG, done, ctx) : NULL;
     if (!q) {
         free(payload);

@@ -1,12 +1,8 @@
 /*
- * The Redis bus's Lua scripts and the commands that carry them (bus_redis.h).  A
- * script runs whole inside Redis: each step of a claim, a list or a heartbeat sees the
- * same state.
+ * The Redis bus's Lua scripts (bus_redis.h).  A script runs whole inside Redis: each
+ * step of a claim, a list or a heartbeat sees the same state.
  */
 #include "bus_redis.h"
-
-#include <stdlib.h>
-#include <string.h>
 
 /* ARGV[1] is always "st_proactor:DB:", ARGV[2] (mostly) this node's tag.  "now" is
  * Redis's clock, so the servers' clocks do not matter. */
@@ -156,95 +152,3 @@ const char REDIS_LUA_LEAVE[] =
     LUA_BURY
     "bury(ARGV[1], ARGV[2], 'server shutting down', ARGV[3]) "
     "return 1";
-
-/* ------------------------------------------------------------------------ */
-/* Commands                                                                  */
-
-void redis_args_add(redis_args *a, const char *p, size_t n)
-{
-    if (a->failed)
-        return;
-    if (a->argc == a->cap) {
-        int cap = a->cap ? a->cap * 2 : 16;
-        char **v = realloc(a->argv, (size_t)cap * sizeof(*v));
-        size_t *l = v ? realloc(a->len, (size_t)cap * sizeof(*l)) : NULL;
-        if (v)
-            a->argv = v;
-        if (!l) {
-            a->failed = true;
-            return;
-        }
-        a->len = l;
-        a->cap = cap;
-    }
-    char *copy = malloc(n + 1);
-    if (!copy) {
-        a->failed = true;
-        return;
-    }
-    memcpy(copy, p, n);
-    copy[n] = '\0';
-    a->argv[a->argc] = copy;
-    a->len[a->argc++] = n;
-}
-
-void redis_args_str(redis_args *a, const char *p)
-{
-    redis_args_add(a, p, strlen(p));
-}
-
-void redis_args_name(redis_args *a, const char *name)
-{
-    char key[CHAT_NICK_MAX + 1];
-    size_t n = strlen(name);
-    chat_name_lower(key, name, n > CHAT_NICK_MAX ? CHAT_NICK_MAX : n);
-    redis_args_str(a, key);
-}
-
-void redis_args_free(redis_args *a)
-{
-    for (int i = 0; i < a->argc; i++)
-        free(a->argv[i]);
-    free(a->argv);
-    free(a->len);
-    *a = (redis_args){0};
-}
-
-void redis_args_script(redis_args *a, const char *script)
-{
-    redis_args_str(a, "EVAL");
-    redis_args_str(a, script);
-    redis_args_str(a, "0");
-    redis_args_str(a, R.base);
-}
-
-void redis_args_send(redis_args *a, redisCallbackFn *fn, void *priv)
-{
-    if (a->failed || !R.pub || !atomic_load(&R.up) ||
-        redisAsyncCommandArgv(R.pub, fn, priv, a->argc, (const char **)a->argv, a->len) !=
-            REDIS_OK) {
-        if (fn)
-            fn(NULL, NULL, priv);
-    }
-    redis_args_free(a);
-}
-
-static void post_run(void *arg)
-{
-    redis_args *a = arg;
-    redis_args_send(a, NULL, NULL);
-    free(a);
-}
-
-void redis_args_post(redis_args *a)
-{
-    redis_args *copy = malloc(sizeof(*copy));
-    if (copy && !a->failed) {
-        *copy = *a;
-        if (px_loop_post(R.loop, post_run, copy) == 0)
-            return;
-    }
-    free(copy);
-    redis_args_free(a);
-}
-

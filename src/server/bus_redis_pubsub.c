@@ -48,7 +48,7 @@ static void on_published(redisAsyncContext *ac, void *reply, void *priv)
 static void deliver(const char *room, const char *p, size_t n, bool local)
 {
     redis_wire_msg m;
-    if (!redis_wire_decode(p, n, &m))
+    if (!redis_wire_decode(p, n, R.tag, &m))
         return;
     m.ev.room = room;
     m.ev.local = local;
@@ -83,7 +83,7 @@ int redis_publish(chat_room *r, chat_session *from, uint64_t except, chat_event 
     const char *room = chat_room_name(r);
     size_t chan_len = strlen(R.prefix) + strlen(room), len;
     pub_item *it = malloc(sizeof(*it) + chan_len + 1);
-    char *payload = it ? redis_wire_encode(ev, except, history, &len) : NULL;
+    char *payload = it ? redis_wire_encode(ev, except, history, R.tag, &len) : NULL;
     if (!payload) {
         free(it);
         atomic_fetch_sub(&queued, 1);
@@ -136,7 +136,7 @@ void redis_on_direct(redisAsyncContext *ac, void *reply, void *priv)
     const redisReply *msg = r->element[2];
     const char *nl = msg->type == REDIS_REPLY_STRING ? memchr(msg->str, '\n', msg->len) : NULL;
     redis_wire_msg m;
-    if (!nl || !redis_wire_decode(nl + 1, msg->len - (size_t)(nl + 1 - msg->str), &m))
+    if (!nl || !redis_wire_decode(nl + 1, msg->len - (size_t)(nl + 1 - msg->str), R.tag, &m))
         return;
     chat_tell(msg->str, (size_t)(nl - msg->str), &m.ev, NULL); /* gone: nobody to tell */
     chat_event_clear(&m.ev);

@@ -16,12 +16,13 @@ static const char kinds[] = {
     [CHAT_EV_REPLY] = 'Y',   [CHAT_EV_ERROR] = 'E',
 };
 
-char *redis_wire_encode(const chat_event *ev, uint64_t sender, bool history, size_t *len)
+char *redis_wire_encode(const chat_event *ev, uint64_t sender, bool history, const char *tag,
+                        size_t *len)
 {
     char head[256];
     int hl = snprintf(head, sizeof(head), "%c\t%s\t%s\t%llu\t%d\t%s\n", kinds[ev->kind],
                       ev->from ? ev->from : "", ev->to ? ev->to : "",
-                      (unsigned long long)sender, history ? 1 : 0, R.tag);
+                      (unsigned long long)sender, history ? 1 : 0, tag);
     if (hl < 0 || (size_t)hl >= sizeof(head))
         return NULL;
     char *p = malloc((size_t)hl + ev->len);
@@ -51,7 +52,7 @@ static const char *field(const char **p, const char *end, size_t max, char **own
     return out;
 }
 
-bool redis_wire_decode(const char *p, size_t n, redis_wire_msg *m)
+bool redis_wire_decode(const char *p, size_t n, const char *tag, redis_wire_msg *m)
 {
     const char *nl = memchr(p, '\n', n);
     if (!nl || nl - p < 2 || p[1] != '\t')
@@ -71,8 +72,8 @@ bool redis_wire_decode(const char *p, size_t n, redis_wire_msg *m)
     scratch = flag;
     if (!field(&at, nl, sizeof(flag) - 1, &scratch))
         return false;
-    size_t tl = strlen(R.tag);
-    m->ours = (size_t)(nl - at) == tl && memcmp(at, R.tag, tl) == 0;
+    size_t tl = strlen(tag);
+    m->ours = (size_t)(nl - at) == tl && memcmp(at, tag, tl) == 0;
     m->sender = strtoull(num, NULL, 10);
     m->history = strcmp(flag, "1") == 0;
     m->ev.from = *from ? from : NULL;
@@ -82,12 +83,12 @@ bool redis_wire_decode(const char *p, size_t n, redis_wire_msg *m)
     return true;
 }
 
-void redis_wire_leave_template(char tpl[REDIS_TEMPLATE_MAX])
+void redis_wire_leave_template(const char *tag, char tpl[REDIS_TEMPLATE_MAX])
 {
     /* \1 and \2 mark the user and the reason; a '%' of the tag is doubled for Lua. */
     chat_event ev = {.kind = CHAT_EV_LEAVE, .from = "\1", .text = "\2", .len = 1};
     size_t n, k = 0;
-    char *enc = redis_wire_encode(&ev, 0, false, &n);
+    char *enc = redis_wire_encode(&ev, 0, false, tag, &n);
     for (size_t i = 0; enc && i < n && k + 3 < REDIS_TEMPLATE_MAX; i++) {
         if (enc[i] == '\1' || enc[i] == '\2') {
             tpl[k++] = '%';

@@ -138,7 +138,7 @@ extern const srv_config *chat_cfg;
 extern const chat_bus *chat_bus_now;
 
 /* registry.c */
-int chat_registry_init(void);
+int chat_registry_init(unsigned max_clients);
 void chat_registry_fini(void);
 /* Adds s under a fresh guest name; *count: sessions now.  0, -EUSERS (full) or
  * -ESHUTDOWN. */
@@ -166,7 +166,8 @@ chat_session **chat_registry_collect(uint64_t idle_before, const char *reason, u
                                      unsigned *count);
 
 /* room.c */
-void chat_rooms_init(unsigned history, size_t replay_bytes, unsigned announce);
+void chat_rooms_init(unsigned history, size_t replay_bytes, unsigned announce,
+                     const chat_bus *bus);
 void chat_rooms_fini(void);
 unsigned chat_rooms_count(void);
 /* The room called name with a reference taken (chat_room_put), or NULL. */

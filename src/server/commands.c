@@ -305,6 +305,17 @@ static void cmd_quit(chat_session *s, const chat_cmd *c)
     s->door->close(s, NULL, true);
 }
 
+void chat_session_say(chat_session *s, chat_event *ev, bool history)
+{
+    /* An action comes back to its sender, as a room shows it; a message does not. */
+    uint64_t except = ev->kind == CHAT_EV_ACTION ? 0 : s->id;
+    int rc = chat_bus_now->publish(s->room, s, except, ev, history);
+    if (rc == -EAGAIN)
+        chat_error(s, "the cluster is too slow right now; your message was not sent.");
+    else if (rc)
+        chat_error(s, "out of memory; your message was not sent.");
+}
+
 static void say(chat_session *s, const char *text, size_t len, bool action)
 {
     chat_event ev = {.kind = action ? CHAT_EV_ACTION : CHAT_EV_MESSAGE, .from = s->nick,

@@ -25,11 +25,13 @@ static unsigned nsessions; /* clients holding a place (--max-clients) */
 static unsigned nonline;   /* of which in their room and reachable by name */
 static chat_strmap nicks;
 static unsigned long guest_seq;
+static unsigned max_clients; /* 0: no limit */
 static bool closing;
 static px_loop *stop_when_empty;
 
-int chat_registry_init(void)
+int chat_registry_init(unsigned max)
 {
+    max_clients = max;
     return chat_strmap_init(&nicks, 256);
 }
 
@@ -91,7 +93,7 @@ int chat_registry_add(chat_session *s, unsigned *count)
     int rc = 0;
     if (closing) {
         rc = -ESHUTDOWN;
-    } else if (chat_cfg->max_clients && nsessions >= chat_cfg->max_clients) {
+    } else if (max_clients && nsessions >= max_clients) {
         rc = -EUSERS;
     } else {
         /* Users cannot pick guest names, so the counter gives unique ones.  The name

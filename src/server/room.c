@@ -32,9 +32,12 @@ static chat_strmap table;
 static unsigned hist_cap;
 static size_t replay_max;     /* bytes of history replayed to a newcomer */
 static unsigned announce_max; /* join/leave notices only in rooms this small */
+static const chat_bus *bus;
 
-void chat_rooms_init(unsigned history, size_t replay_bytes, unsigned announce)
+void chat_rooms_init(unsigned history, size_t replay_bytes, unsigned announce,
+                     const chat_bus *via)
 {
+    bus = via;
     hist_cap = history;
     announce_max = announce;
     replay_max = replay_bytes;
@@ -181,6 +184,14 @@ void chat_room_deliver(const char *name, uint64_t except, chat_event *ev, bool h
         return; /* nobody here is in that room */
     chat_room_send(r, except, ev, history);
     chat_room_put(r);
+}
+
+void chat_notify(chat_room *r, chat_session *about, chat_event *ev)
+{
+    /* A notice the bus cannot take now reaches this server's members at least. */
+    uint64_t except = about ? about->id : 0;
+    if (bus->publish(r, about, except, ev, false) != 0)
+        chat_room_send(r, except, ev, false);
 }
 
 /* Under r->lock: "You are in", then the history, oldest first.  The history never

@@ -195,7 +195,9 @@ Test(core, history_is_replayed_to_newcomers)
 
 Test(core, server_full)
 {
+    chat_fini();
     cfg.max_clients = 1;
+    cr_assert_eq(chat_init(&cfg, NULL, &chat_bus_local), 0);
     rec *a = open_one();
     rec *b = calloc(1, sizeof(*b));
     cr_assert_eq(chat_session_init(&b->s, &rec_door, "test"), -EUSERS);
