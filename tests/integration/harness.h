@@ -103,6 +103,22 @@ bool h_server_start_argv(h_server *s, const char *const args[]);
  * nofile; args must include the port options. */
 bool h_server_start_nofile(h_server *s, int nofile, const char *const args[]);
 
+/* Tests run under the server's dispatch modes (--dispatch pool|thread|inline). fn is a
+ * function void fn(const char *dispatch) that passes "--dispatch", dispatch to
+ * h_server_start; the optional arguments are Criterion test options (.timeout = 120).
+ * H_DISPATCH_TEST defines the test suite::fn_MODE, running fn("MODE"), for one mode;
+ * H_EACH_DISPATCH defines one for each of the three modes. The test files include
+ * <criterion/criterion.h> themselves. */
+#define H_DISPATCH_TEST(suite, fn, mode, ...)                                              \
+    Test(suite, fn##_##mode, ##__VA_ARGS__)                                                \
+    {                                                                                      \
+        fn(#mode);                                                                         \
+    }
+#define H_EACH_DISPATCH(suite, fn, ...)                                                    \
+    H_DISPATCH_TEST(suite, fn, pool, ##__VA_ARGS__)                                        \
+    H_DISPATCH_TEST(suite, fn, thread, ##__VA_ARGS__)                                      \
+    H_DISPATCH_TEST(suite, fn, inline, ##__VA_ARGS__)
+
 /* Waits for the server's stderr line "connected ... (n online)". */
 bool h_server_wait_connected(h_server *s, int n);
 /* Waits for the server's stderr line "disconnected ... (n online)". */

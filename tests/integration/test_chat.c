@@ -14,12 +14,6 @@
 
 TestSuite(chat, .timeout = 60, .fini = h_cleanup);
 
-/* One test per --dispatch mode for the multi-client behaviours. */
-#define PER_DISPATCH(name)                                                                 \
-    Test(chat, name##_pool) { name("pool"); }                                              \
-    Test(chat, name##_thread) { name("thread"); }                                          \
-    Test(chat, name##_inline) { name("inline"); }
-
 /* 1. Welcome lines and the join notice, with exact user counts. */
 static void welcome(const char *dispatch)
 {
@@ -77,7 +71,7 @@ static void welcome(const char *dispatch)
     h_close_all(all, 3);
     h_server_stop(&s);
 }
-PER_DISPATCH(welcome)
+H_EACH_DISPATCH(chat, welcome)
 
 /* 2. Messages: "<nick> text" CRLF at every other member, never at the sender; LF, CRLF
  * and CR NUL end lines; a line split across many writes is one message. */
@@ -133,7 +127,7 @@ static void messages(const char *dispatch)
     h_close_all(all, 3);
     h_server_stop(&s);
 }
-PER_DISPATCH(messages)
+H_EACH_DISPATCH(chat, messages)
 
 /* 3a. /nick */
 Test(chat, nick)
@@ -290,7 +284,7 @@ static void me_msg(const char *dispatch)
     h_close_all(all, 3);
     h_server_stop(&s);
 }
-PER_DISPATCH(me_msg)
+H_EACH_DISPATCH(chat, me_msg)
 
 /* 3d. /join: leave notice in the old room, join notice in the new, "You are in", the new
  * room's history; afterwards the two rooms are separate. */
@@ -355,7 +349,7 @@ static void join(const char *dispatch)
     h_close_all(all, 4);
     h_server_stop(&s);
 }
-PER_DISPATCH(join)
+H_EACH_DISPATCH(chat, join)
 
 /* 3e. /quit reason: Bye and EOF for the sender, the reason for the room; plain /quit. */
 static void quit(const char *dispatch)
@@ -384,7 +378,7 @@ static void quit(const char *dispatch)
     h_close_all(all, 3);
     h_server_stop(&s);
 }
-PER_DISPATCH(quit)
+H_EACH_DISPATCH(chat, quit)
 
 /* 4. History: a newcomer gets exactly the last N lines after "You are in", before live
  * ones; --history 0 gives none. */
@@ -485,7 +479,7 @@ static void order(const char *dispatch)
     h_close_all(all, O_SENDERS + O_RECV);
     h_server_stop(&s);
 }
-PER_DISPATCH(order)
+H_EACH_DISPATCH(chat, order)
 
 /* 6. Hostile text is neutralised; valid UTF-8 passes byte for byte. */
 static void expect_sanitised(h_proc *const ab[], const char *nick, const char *in, size_t len,
@@ -584,4 +578,4 @@ static void with_nc(const char *dispatch)
     h_proc_close(&b);
     h_server_stop(&s);
 }
-PER_DISPATCH(with_nc)
+H_EACH_DISPATCH(chat, with_nc)

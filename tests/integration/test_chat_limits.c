@@ -18,11 +18,6 @@
 
 TestSuite(chat_limits, .timeout = 60, .fini = h_cleanup);
 
-#define PER_DISPATCH(name)                                                                 \
-    Test(chat_limits, name##_pool) { name("pool"); }                                       \
-    Test(chat_limits, name##_thread) { name("thread"); }                                   \
-    Test(chat_limits, name##_inline) { name("inline"); }
-
 static void sleep_ms(int ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
@@ -89,7 +84,7 @@ static void max_line(const char *dispatch)
     h_close_all(all, 3);
     h_server_stop(&s);
 }
-PER_DISPATCH(max_line)
+H_EACH_DISPATCH(chat_limits, max_line)
 
 /* 9. --flood 5:5: 40 lines at once are all delivered, in order, no faster than the rate
  * allows (lower bound only), and another client's line is not held up behind them. */
@@ -226,7 +221,7 @@ static void slow_reader(const char *dispatch)
     h_close_all(ab, 2);
     h_server_stop(&s);
 }
-PER_DISPATCH(slow_reader)
+H_EACH_DISPATCH(chat_limits, slow_reader)
 
 /* 11. --max-clients 2 */
 Test(chat_limits, max_clients)
@@ -366,7 +361,7 @@ static void vanish(const char *dispatch)
     h_proc_close(&c);
     h_server_stop(&s);
 }
-PER_DISPATCH(vanish)
+H_EACH_DISPATCH(chat_limits, vanish)
 
 /* 14. SIGTERM: every client gets "*** Server shutting down." then EOF; exit 0. */
 static void sigterm(const char *dispatch)
@@ -404,7 +399,7 @@ static void sigterm(const char *dispatch)
     h_close_all(all, 3);
     h_server_stop(&s);
 }
-PER_DISPATCH(sigterm)
+H_EACH_DISPATCH(chat_limits, sigterm)
 
 /* 15. --raw: no welcome, no prefix; the raw overlong error. */
 Test(chat_limits, raw_mode)

@@ -121,21 +121,7 @@ static void negotiation(const char *dispatch)
     h_proc_close(&b);
     h_server_stop(&s);
 }
-
-Test(chat_telnet, negotiation_pool)
-{
-    negotiation("pool");
-}
-
-Test(chat_telnet, negotiation_thread)
-{
-    negotiation("thread");
-}
-
-Test(chat_telnet, negotiation_inline)
-{
-    negotiation("inline");
-}
+H_EACH_DISPATCH(chat_telnet, negotiation)
 
 /* The real telnet client in a pty logs in, sends a line, receives one. */
 Test(chat_telnet, real_telnet_client)

@@ -34,21 +34,7 @@ static void three_nc(const char *dispatch)
         h_proc_close(all[i]);
     h_server_stop(&s);
 }
-
-Test(relay, three_nc_pool)
-{
-    three_nc("pool");
-}
-
-Test(relay, three_nc_thread)
-{
-    three_nc("thread");
-}
-
-Test(relay, three_nc_inline)
-{
-    three_nc("inline");
-}
+H_EACH_DISPATCH(relay, three_nc)
 
 Test(relay, ipv6_and_ipv4_clients)
 {

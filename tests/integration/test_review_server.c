@@ -45,8 +45,8 @@ static void quit_then_line(const char *dispatch)
     h_close_all(all, 2);
     h_server_stop(&s);
 }
-Test(review, quit_then_line_pool, .timeout = 60) { quit_then_line("pool"); }
-Test(review, quit_then_line_inline, .timeout = 60) { quit_then_line("inline"); }
+H_DISPATCH_TEST(review, quit_then_line, pool, .timeout = 60)
+H_DISPATCH_TEST(review, quit_then_line, inline, .timeout = 60)
 
 /* 2. A legal line (within --max-line) from one client must not get every *other*
  * client dropped as "too slow".  Sanitising can triple a line (each invalid byte
@@ -137,8 +137,8 @@ static void history_vs_sendq(const char *dispatch)
     h_proc_close(&c);
     h_server_stop(&s);
 }
-Test(review, history_vs_sendq_inline, .timeout = 60) { history_vs_sendq("inline"); }
-Test(review, history_vs_sendq_pool, .timeout = 60) { history_vs_sendq("pool"); }
+H_DISPATCH_TEST(review, history_vs_sendq, inline, .timeout = 60)
+H_DISPATCH_TEST(review, history_vs_sendq, pool, .timeout = 60)
 
 /* 4. "/msg NICK text": the sender sees "[PM to NICK] text" -- the whole text, as the
  * recipient gets it. */
@@ -250,9 +250,7 @@ static void churn(const char *dispatch)
     for (int i = 2; i < N; i += 3)
         h_proc_close(&c[i]);
 }
-Test(review, churn_pool, .timeout = 120) { churn("pool"); }
-Test(review, churn_thread, .timeout = 120) { churn("thread"); }
-Test(review, churn_inline, .timeout = 120) { churn("inline"); }
+H_EACH_DISPATCH(review, churn, .timeout = 120)
 
 /* 8. On connect the client receives the welcome, then "*** You are in lobby", then
  * history, then live messages (docs/protocol.md). The guest nickname is registered
