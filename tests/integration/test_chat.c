@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 TestSuite(chat, .timeout = 60, .fini = h_cleanup);
@@ -72,6 +73,59 @@ static void welcome(const char *dispatch)
     h_server_stop(&s);
 }
 H_EACH_DISPATCH(chat, welcome)
+
+/* Regression (review of src/server): the guest nickname was registered (and so
+ * reachable by /msg) before the welcome was even queued, so a PM aimed at the next guest
+ * number could arrive first. On connect the client receives the welcome, then "*** You
+ * are in lobby", then history, then live messages (docs/protocol.md). Probabilistic: a flood of /msg to the next guest
+ * number races each connect. */
+Test(chat, pm_before_welcome, .timeout = 120)
+{
+    h_server s;
+    cr_assert(h_server_start(&s, "--flood", "0", "--history", "0", "--sendq", "64M", NULL),
+              "no banner");
+    enum { ROUNDS = 30, LINES = 100000 };
+    int online = 0, bad = 0;
+    char first[ROUNDS][2][256];
+    for (int r = 0; r < ROUNDS && !bad; r++) {
+        h_proc a, c;
+        char na[32], nc[32], line[1024];
+        cr_assert(h_chat_connect(&s, &a, ++online, na, sizeof na));
+        int num = atoi(na + 5);
+        char one[64];
+        int len1 = snprintf(one, sizeof one, "/msg guest%d early\n", num + 1);
+        char *buf = malloc((size_t)len1 * LINES);
+        for (int i = 0; i < LINES; i++)
+            memcpy(buf + (size_t)i * (size_t)len1, one, (size_t)len1);
+        pid_t w = fork();
+        if (w == 0) {
+            h_write(a.in, buf, (size_t)len1 * LINES);
+            _exit(0);
+        }
+        /* Let the flood get going, then connect while it runs. */
+        cr_assert(h_wait_line(&a.out, "no user named", NULL, line, sizeof line, H_WAIT_MS));
+        cr_assert(h_tcp_connect(&c, "127.0.0.1", s.port));
+        free(buf);
+        cr_assert(h_read_line(&c.out, first[r][0], sizeof first[r][0], H_WAIT_MS) > 0);
+        cr_assert(h_read_line(&c.out, first[r][1], sizeof first[r][1], H_WAIT_MS) > 0);
+        (void)nc;
+        (void)line;
+        if (strncmp(first[r][0], "*** Welcome", 11) != 0 ||
+            strncmp(first[r][1], "*** You are in lobby", 20) != 0) {
+            bad = 1;
+            cr_log_error("round %d: first lines \"%.60s\" / \"%.60s\"", r, first[r][0],
+                         first[r][1]);
+        }
+        h_proc_close(&a);
+        h_proc_close(&c);
+        waitpid(w, NULL, 0);
+        online = 0;
+        /* wait until both are gone */
+        cr_assert(h_server_wait_disconnected(&s, 0));
+    }
+    cr_assert(!bad, "a PM arrived before the welcome lines");
+    h_server_stop(&s);
+}
 
 /* 2. Messages: "<nick> text" CRLF at every other member, never at the sender; LF, CRLF
  * and CR NUL end lines; a line split across many writes is one message. */
@@ -286,6 +340,33 @@ static void me_msg(const char *dispatch)
 }
 H_EACH_DISPATCH(chat, me_msg)
 
+/* Regression (review of src/server): the sender's echo of a long /msg was cut short.
+ * "/msg NICK text": the sender sees "[PM to NICK] text" -- the whole text, as the
+ * recipient gets it. */
+Test(chat, pm_echo_whole_text, .timeout = 60)
+{
+    h_server s;
+    cr_assert(h_server_start(&s, NULL), "no banner");
+    h_proc a, b;
+    h_proc *all[] = {&a, &b};
+    char nk[2][32], line[4096], want[4096];
+    h_chat_connect_n(&s, all, 2, 1, nk);
+    char text[1001];
+    memset(text, 't', 1000);
+    text[1000] = '\0';
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "/msg %s %s\n", nk[1], text);
+    cr_assert(h_send(&a, cmd));
+    snprintf(want, sizeof want, "[PM from %s] %s\r\n", nk[0], text);
+    h_expect_line(&b, want);
+    snprintf(want, sizeof want, "[PM to %s] %s\r\n", nk[1], text);
+    cr_assert(h_read_line(&a.out, line, sizeof line, H_WAIT_MS) > 0);
+    cr_assert(strcmp(line, want) == 0, "sender's echo is %zu bytes, want %zu", strlen(line),
+              strlen(want));
+    h_close_all(all, 2);
+    h_server_stop(&s);
+}
+
 /* 3d. /join: leave notice in the old room, join notice in the new, "You are in", the new
  * room's history; afterwards the two rooms are separate. */
 static void join(const char *dispatch)
@@ -379,6 +460,73 @@ static void quit(const char *dispatch)
     h_server_stop(&s);
 }
 H_EACH_DISPATCH(chat, quit)
+
+/* Regression (review of src/server): lines that follow "/quit" in the same segment were
+ * still handled. "/quit" ends the session: a line sent after it must not be relayed to
+ * the room, and the room's next line is the leave notice. */
+static void quit_then_line(const char *dispatch)
+{
+    h_server s;
+    cr_assert(h_server_start(&s, "--dispatch", dispatch, NULL), "no banner");
+    h_proc a, b;
+    h_proc *all[] = {&a, &b};
+    char nk[2][32], want[256];
+    h_chat_connect_n(&s, all, 2, 1, nk);
+    cr_assert(h_send(&a, "/quit bye\nsaid after quit\n/nick Zed\n"));
+    snprintf(want, sizeof want, "*** %s has left (quit: bye).\r\n", nk[0]);
+    h_expect_line(&b, want);
+    h_close_all(all, 2);
+    h_server_stop(&s);
+}
+H_DISPATCH_TEST(chat, quit_then_line, pool, .timeout = 60)
+H_DISPATCH_TEST(chat, quit_then_line, inline, .timeout = 60)
+
+/* True when s is valid UTF-8. */
+static bool utf8_ok(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i];
+        size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
+                                                                                 : (c & 0xF8) == 0xF0 ? 4 : 0;
+        if (!len || i + len > n)
+            return false;
+        for (size_t k = 1; k < len; k++)
+            if ((s[i + k] & 0xC0) != 0x80)
+                return false;
+        i += len;
+    }
+    return true;
+}
+
+/* Regression (review of src/server): a /quit reason cut at 100 bytes split a UTF-8
+ * character in the leave notice. Everything relayed is valid UTF-8 (docs/protocol.md,
+ * Text safety). */
+Test(chat, quit_reason_valid_utf8, .timeout = 60)
+{
+    h_server s;
+    cr_assert(h_server_start(&s, NULL), "no banner");
+    h_proc a, b;
+    h_proc *all[] = {&a, &b};
+    char nk[2][32], line[1024];
+    h_chat_connect_n(&s, all, 2, 1, nk);
+    char cmd[256] = "/quit ";
+    size_t len = strlen(cmd);
+    memset(cmd + len, 'r', 99);
+    len += 99;
+    for (int i = 0; i < 10; i++) {
+        memcpy(cmd + len, "\xC3\xA9", 2); /* é */
+        len += 2;
+    }
+    cmd[len++] = '\n';
+    cr_assert(h_write(a.in, cmd, len));
+    ssize_t n = h_read_line(&b.out, line, sizeof line, H_WAIT_MS);
+    cr_assert(n > 0);
+    cr_assert(strstr(line, "has left (quit: "), "got \"%s\"", line);
+    cr_assert(utf8_ok((const unsigned char *)line, (size_t)n),
+              "leave notice relayed to others is not valid UTF-8");
+    h_close_all(all, 2);
+    h_server_stop(&s);
+}
 
 /* 4. History: a newcomer gets exactly the last N lines after "You are in", before live
  * ones; --history 0 gives none. */

@@ -86,6 +86,46 @@ static void max_line(const char *dispatch)
 }
 H_EACH_DISPATCH(chat_limits, max_line)
 
+/* Regression (review of src/server): one legal line (within --max-line) got every *other*
+ * client dropped as "too slow".  Sanitising can triple a line (each invalid byte
+ * becomes U+FFFD), so --sendq must hold two of the longest: --sendq 4K with the
+ * default --max-line 2048 is refused at start, and with the smallest accepted value
+ * a 1500-byte line of invalid UTF-8 (4500 bytes once sanitised) reaches everyone. */
+Test(chat_limits, long_line_drops_everyone_else, .timeout = 60)
+{
+    h_proc p;
+    char *argv[] = {(char *)h_server_path(), "--port", "0", "--sendq", "4K", NULL};
+    cr_assert_eq(h_spawn(&p, argv, true), 0);
+    cr_assert(h_proc_wait(&p, H_WAIT_MS));
+    cr_assert(WIFEXITED(p.status) && WEXITSTATUS(p.status) == 2, "--sendq 4K was accepted");
+    char err[1024];
+    h_read_all(&p.err, err, sizeof err, H_WAIT_MS);
+    cr_assert(strstr(err, "--sendq") != NULL, "error does not name --sendq: %s", err);
+    h_proc_close(&p);
+
+    h_server s;
+    cr_assert(h_server_start(&s, "--sendq", "12416", "--flood", "0", NULL), "no banner");
+    h_proc a, b, c;
+    h_proc *all[] = {&a, &b, &c};
+    char nk[3][32], line[16384];
+    h_chat_connect_n(&s, all, 3, 1, nk);
+    char msg[1502];
+    memset(msg, 0xC0, 1500);
+    msg[1500] = '\n';
+    msg[1501] = '\0';
+    cr_assert(h_send(&a, msg));
+    char pre[64];
+    snprintf(pre, sizeof pre, "<%s> ", nk[0]);
+    for (int k = 1; k < 3; k++) {
+        ssize_t n = h_read_line(&all[k]->out, line, sizeof line, H_WAIT_MS);
+        cr_assert(n > 0, "client %d: %s", k, n ? "timeout" : "EOF (dropped)");
+        cr_assert(strncmp(line, pre, strlen(pre)) == 0,
+                  "client %d did not get a's line; got \"%.80s\" (dropped?)", k, line);
+    }
+    h_close_all(all, 3);
+    h_server_stop(&s);
+}
+
 /* 9. --flood 5:5: 40 lines at once are all delivered, in order, no faster than the rate
  * allows (lower bound only), and another client's line is not held up behind them. */
 Test(chat_limits, flood)
@@ -223,6 +263,58 @@ static void slow_reader(const char *dispatch)
 }
 H_EACH_DISPATCH(chat_limits, slow_reader)
 
+/* Regression (review of src/server): a --history bigger than the --sendq got every
+ * newcomer dropped as "too slow" on connect. A newcomer gets the room's history, but
+ * never more than half its --sendq: the newest lines that fit, in order. */
+static void history_vs_sendq(const char *dispatch)
+{
+    h_server s;
+    cr_assert(h_server_start(&s, "--dispatch", dispatch, "--max-line", "200", "--sendq", "2K",
+                             "--flood", "0", "--history", "20", NULL),
+              "no banner");
+    h_proc a, c;
+    char na[32], nc[32], line[1024], want[512];
+    cr_assert(h_chat_connect(&s, &a, 1, na, sizeof na));
+    char pad[121];
+    memset(pad, 'h', 120);
+    pad[120] = '\0';
+    for (int i = 0; i < 20; i++) {
+        char buf[200];
+        snprintf(buf, sizeof buf, "%02d %s\n", i, pad);
+        cr_assert(h_send(&a, buf));
+    }
+    /* a never hears its own lines, so use /who to know they were handled. */
+    cr_assert(h_send(&a, "/who\n"));
+    cr_assert(h_wait_line(&a.out, "1 user in lobby", NULL, line, sizeof line, H_WAIT_MS));
+    cr_assert(h_chat_connect(&s, &c, 2, nc, sizeof nc), "newcomer was refused");
+    /* Then a marker from a: everything before it is history. */
+    cr_assert(h_wait_line(&a.out, "has joined lobby", NULL, line, sizeof line, H_WAIT_MS));
+    cr_assert(h_send(&a, "marker\n"));
+    int first = -1, got = 0;
+    for (;;) {
+        ssize_t n = h_read_line(&c.out, line, sizeof line, H_WAIT_MS);
+        cr_assert(n > 0, "newcomer: %s after %d history lines", n ? "timeout" : "EOF (dropped)",
+                  got);
+        snprintf(want, sizeof want, "<%s> marker\r\n", na);
+        if (strcmp(line, want) == 0)
+            break;
+        int i = atoi(line + strlen(na) + 3);
+        if (first < 0)
+            first = i;
+        snprintf(want, sizeof want, "<%s> %02d %s\r\n", na, first + got, pad);
+        cr_assert_str_eq(line, want);
+        got++;
+    }
+    cr_assert(got > 0 && got < 20, "replayed %d of 20 history lines (want the newest that fit 1K)",
+              got);
+    cr_assert_eq(first + got, 20, "the replay does not end with the newest line");
+    h_proc_close(&a);
+    h_proc_close(&c);
+    h_server_stop(&s);
+}
+H_DISPATCH_TEST(chat_limits, history_vs_sendq, inline, .timeout = 60)
+H_DISPATCH_TEST(chat_limits, history_vs_sendq, pool, .timeout = 60)
+
 /* 11. --max-clients 2 */
 Test(chat_limits, max_clients)
 {
@@ -321,6 +413,21 @@ Test(chat_limits, idle_timeout)
     h_server_stop(&s);
 }
 
+/* Regression (review of src/server): an idle kick wrote the chat-mode "*** Idle
+ * timeout." line into a raw relay. --raw: no welcome text, no prefix, no server text at
+ * all; an idle client's stream just ends. */
+Test(chat_limits, raw_idle_no_chat_text, .timeout = 60)
+{
+    h_server s;
+    cr_assert(h_server_start(&s, "--raw", "--idle-timeout", "1", NULL), "no banner");
+    h_proc a;
+    cr_assert(h_tcp_connect(&a, "127.0.0.1", s.port));
+    cr_assert(h_server_wait_connected(&s, 1));
+    h_expect_eof(&a, H_WAIT_MS);
+    h_proc_close(&a);
+    h_server_stop(&s);
+}
+
 /* 13. A reset mid-line and a half close: leave notices with reasons; serving goes on. */
 static void vanish(const char *dispatch)
 {
@@ -362,6 +469,49 @@ static void vanish(const char *dispatch)
     h_server_stop(&s);
 }
 H_EACH_DISPATCH(chat_limits, vanish)
+
+/* Regression (review of src/server), churn: clients rename, hop rooms, /msg and /who
+ * each other and vanish (quit, reset, close) all at once, while an idle timer runs. Run under ASan/TSan: the
+ * server must report nothing and exit 0 on SIGTERM with clients still connected. */
+static void churn(const char *dispatch)
+{
+    h_server s;
+    cr_assert(h_server_start(&s, "--dispatch", dispatch, "--flood", "0", "--idle-timeout", "1",
+                             "--history", "5", NULL),
+              "no banner");
+    enum { N = 8, ROUNDS = 6 };
+    h_proc c[N];
+    char nk[N][32];
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int i = 0; i < N; i++) {
+            cr_assert(h_tcp_connect(&c[i], "127.0.0.1", s.port));
+            snprintf(nk[i], sizeof nk[i], "n%d_%d", round, i);
+        }
+        for (int k = 0; k < 20; k++) {
+            for (int i = 0; i < N; i++) {
+                char buf[1024];
+                int j = (i + k + 1) % N;
+                snprintf(buf, sizeof buf,
+                         "/nick %s%c\n/join r%d\nhello %d\n/msg %s%c pm %d\n/who\n/rooms\n"
+                         "/me waves\n/msg n%d_%d x\n/join lobby\n/nick %s\n",
+                         nk[i], 'a' + k % 3, (i + k) % 3, k, nk[j], 'a' + k % 3, k, round, j,
+                         nk[i]);
+                h_write(c[i].in, buf, strlen(buf)); /* may fail once the peer is gone */
+            }
+        }
+        for (int i = 0; i < N; i++) {
+            switch (i % 3) {
+            case 0: h_send(&c[i], "/quit churn\n"); h_proc_close(&c[i]); break;
+            case 1: h_tcp_reset(&c[i]); break;
+            default: if (round + 1 < ROUNDS) h_proc_close(&c[i]); break;
+            }
+        }
+    }
+    h_server_stop(&s);
+    for (int i = 2; i < N; i += 3)
+        h_proc_close(&c[i]);
+}
+H_EACH_DISPATCH(chat_limits, churn, .timeout = 120)
 
 /* 14. SIGTERM: every client gets "*** Server shutting down." then EOF; exit 0. */
 static void sigterm(const char *dispatch)
