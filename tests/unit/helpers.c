@@ -204,6 +204,46 @@ void tc_gate_destroy(tc_gate *g)
     pthread_mutex_destroy(&g->mu);
 }
 
+/* ---- holding and syncing with the loop ---- */
+
+typedef struct tc_sync {
+    px_loop *loop;
+    int left;
+    atomic_bool done;
+} tc_sync;
+
+static void sync_step(void *arg)
+{
+    tc_sync *y = arg;
+    if (--y->left > 0)
+        px_loop_post(y->loop, sync_step, y); /* on the loop: next pass */
+    else
+        atomic_store(&y->done, true);
+}
+
+void tc_loop_sync(px_loop *loop, int passes)
+{
+    tc_sync y = {.loop = loop, .left = passes};
+    atomic_init(&y.done, false);
+    cr_assert_eq(px_loop_post(loop, sync_step, &y), 0);
+    cr_assert(tc_wait_flag(&y.done, 5000), "loop did not go round");
+}
+
+static void block_fn(void *arg)
+{
+    tc_block *b = arg;
+    atomic_store(&b->entered, true);
+    TC_CHECK(tc_gate_wait(&b->gate, 10000));
+}
+
+void tc_block_loop(px_loop *loop, tc_block *b)
+{
+    tc_gate_init(&b->gate);
+    atomic_init(&b->entered, false);
+    cr_assert_eq(px_loop_post(loop, block_fn, b), 0);
+    cr_assert(tc_wait_flag(&b->entered, 5000), "loop did not run the blocking post");
+}
+
 /* ---- sockets ---- */
 
 void tc_socketpair(int sv[2])
@@ -399,6 +439,21 @@ static void sink_close(px_stream *s, int cause, void *user)
     tc_sink *k = user;
     atomic_store(&k->cause, cause);
     atomic_fetch_add(&k->closes, 1);
+}
+
+void tc_data_noop(px_stream *s, const char *bytes, size_t len, void *user)
+{
+    (void)s;
+    (void)bytes;
+    (void)len;
+    (void)user;
+}
+
+void tc_close_noop(px_stream *s, int cause, void *user)
+{
+    (void)s;
+    (void)cause;
+    (void)user;
 }
 
 const px_stream_handlers tc_sink_handlers = {

@@ -84,6 +84,21 @@ void tc_gate_open(tc_gate *g);
 bool tc_gate_wait(tc_gate *g, unsigned timeout_ms);
 void tc_gate_destroy(tc_gate *g);
 
+/* Returns once the (running) loop has gone round passes times: a post that reposts
+ * itself from the loop thread forces another pass each time, so after n steps
+ * everything scheduled n-1 passes ago (reads re-armed after a handler, and so on) has
+ * been processed.  Asserts that it happened within 5 s. */
+void tc_loop_sync(px_loop *loop, int passes);
+
+/* A post that holds the loop thread until the test opens gate (at most 10 s). */
+typedef struct tc_block {
+    tc_gate gate;
+    atomic_bool entered;
+} tc_block;
+/* Posts b and returns once the loop thread is held in it (asserts, 5 s).  Open it with
+ * tc_gate_open(&b->gate); tc_gate_destroy(&b->gate) once the loop has let go. */
+void tc_block_loop(px_loop *loop, tc_block *b);
+
 /* Sockets (client side, blocking unless stated). */
 void tc_socketpair(int sv[2]);
 /* Lowers SO_SNDBUF on fd (the kernel doubles it) so sends can block. */
@@ -116,6 +131,9 @@ void tc_sink_init(tc_sink *k);
 extern const px_stream_handlers tc_sink_handlers;
 /* Same, but on_data also sends the bytes back (a copy). */
 extern const px_stream_handlers tc_echo_handlers;
+/* Handlers that do nothing. */
+void tc_data_noop(px_stream *s, const char *bytes, size_t len, void *user);
+void tc_close_noop(px_stream *s, int cause, void *user);
 
 /* Criterion parameters: every executor. */
 #define TC_EXEC_PARAMS(suite, name)                                     \

@@ -1,5 +1,6 @@
 /* Closing streams: from their own handler, from another thread while data
- * flows, abort, peer EOF, peer reset, and loop destruction.  on_close runs
+ * flows, abort, peer EOF, peer reset, loop destruction, a descriptor with
+ * another reference, and an abort racing the peer's EOF.  on_close runs
  * exactly once in every case. */
 #include "helpers.h"
 
@@ -319,4 +320,70 @@ TC_EXEC_PARAMS(close, destroy_never_run_cancels_open_streams)
 ParameterizedTest(px_executor *ex, close, destroy_never_run_cancels_open_streams, .timeout = 20)
 {
     run_destroy_with_streams(*ex, false);
+}
+
+/* ---- regressions ---- */
+
+/* Regression (review of src/proactor): a descriptor with another reference (dup,
+ * fork) stayed in the epoll set after the stream closed it, and its events then
+ * pointed at the freed stream. */
+Test(close, dup_keeps_epoll_registration, .timeout = 20)
+{
+    px_loop *loop = tc_loop_new(PX_EXEC_INLINE, NULL);
+    tc_runner r;
+    tc_runner_start(&r, loop);
+    int sv[2];
+    tc_socketpair(sv);
+    int other = dup(sv[0]); /* e.g. inherited by a child, or kept by the app */
+    cr_assert_geq(other, 0);
+    tc_sink k;
+    tc_sink_init(&k);
+    px_stream *s = NULL;
+    cr_assert_eq(px_stream_open(loop, &s, sv[0], &tc_sink_handlers, &k, NULL), 0);
+    tc_loop_sync(loop, 3);
+    px_stream_abort(s);
+    cr_assert(tc_wait_ge(&k.closes, 1, 5000));
+    tc_loop_sync(loop, 3); /* the stream is freed by now (inline on_close) */
+
+    /* The open file description is still alive through `other`, so close()
+     * did not remove it from the epoll set: this wakes the loop with a
+     * pointer to the freed px_stream (heap-use-after-free under ASan). */
+    cr_assert_eq(tc_write_all(sv[1], "boom", 4), 0);
+    tc_loop_sync(loop, 3);
+
+    close(other);
+    close(sv[1]);
+    tc_runner_finish(&r);
+    cr_assert_eq(atomic_load(&k.closes), 1);
+}
+
+/* Regression (review of src/proactor): px_stream_abort() then a peer EOF seen before the
+ * abort request was processed: on_close reported 0, not -ECONNABORTED, and the close
+ * was graceful (FIN, queued bytes flushed) instead of a reset. */
+Test(close, abort_then_eof_reports_abort, .timeout = 20)
+{
+    px_loop *loop = tc_loop_new(PX_EXEC_POOL, NULL);
+    tc_runner r;
+    tc_runner_start(&r, loop);
+    tc_sink k;
+    tc_sink_init(&k);
+    int sv[2];
+    tc_socketpair(sv);
+    px_stream *s;
+    cr_assert_eq(px_stream_open(loop, &s, sv[0], &tc_sink_handlers, &k, NULL), 0);
+    tc_loop_sync(loop, 3); /* armed: waiting for readiness */
+
+    tc_block b;
+    tc_block_loop(loop, &b);
+    shutdown(sv[1], SHUT_WR); /* the peer's FIN arrives ... */
+    px_stream_abort(s);       /* ... and the application aborts */
+    tc_gate_open(&b.gate);
+
+    cr_assert(tc_wait_ge(&k.closes, 1, 5000));
+    cr_expect_eq(atomic_load(&k.cause), -ECONNABORTED,
+                 "on_close cause %d after px_stream_abort() returned", atomic_load(&k.cause));
+    close(sv[1]);
+    tc_runner_finish(&r);
+    tc_gate_destroy(&b.gate);
+    tc_assert_no_failures();
 }

@@ -1,5 +1,6 @@
 /* Listeners: port 0, IPv4/IPv6 clients, explicit host, port in use, on_open
- * ordering, peer addresses, and running out of descriptors. */
+ * ordering, peer addresses, running out of descriptors, and closing a
+ * listener from its own streams' handlers. */
 #include "helpers.h"
 
 #include <arpa/inet.h>
@@ -540,4 +541,89 @@ Test(listener, out_of_descriptors, .timeout = 60)
     cr_assert(WIFEXITED(status), "child killed by signal %d: %s", WIFSIGNALED(status) ? WTERMSIG(status) : 0, msg);
     cr_assert_eq(WEXITSTATUS(status), 0, "child failed (step %d): %s", WEXITSTATUS(status), msg);
 #endif
+}
+
+/* ---- closing a listener from its own handlers ---- */
+
+/* Regression (review of src/proactor): px_listener_close() from an inline handler freed
+ * the listener while ep_wait was still using it (the accept loop, or a later event in
+ * the same batch). */
+
+static px_listener *closing_listener;
+static atomic_int closing_opens;
+
+static void open_then_close_listener(px_stream *s, void *user)
+{
+    (void)s;
+    (void)user;
+    if (atomic_fetch_add(&closing_opens, 1) == 0)
+        px_listener_close(closing_listener); /* "accept one, then stop listening" */
+}
+
+
+Test(listener, close_from_inline_on_open, .timeout = 20)
+{
+    px_loop *loop = tc_loop_new(PX_EXEC_INLINE, NULL);
+    tc_runner r;
+    tc_runner_start(&r, loop);
+    atomic_store(&closing_opens, 0);
+    px_listen_opts o = {
+        .host = "127.0.0.1",
+        .handlers = {.on_open = open_then_close_listener, .on_data = tc_data_noop,
+                     .on_close = tc_close_noop},
+    };
+    cr_assert_eq(px_listen(loop, &closing_listener, &o), 0);
+    uint16_t port = px_listener_port(closing_listener);
+    tc_loop_sync(loop, 2);
+    /* on_open runs inside ep_wait's accept loop, which then reads l->active
+     * from the listener px_listener_close() just freed. */
+    int c = tc_tcp_connect(AF_INET, port);
+    cr_assert_geq(c, 0);
+    cr_assert(tc_wait_ge(&closing_opens, 1, 5000));
+    tc_loop_sync(loop, 2);
+    close(c);
+    tc_runner_finish(&r);
+}
+
+static void data_then_close_listener(px_stream *s, const char *b, size_t n, void *user)
+{
+    (void)s;
+    (void)b;
+    (void)n;
+    (void)user;
+    px_listener_close(closing_listener); /* e.g. an admin "stop accepting" command */
+}
+
+Test(listener, close_from_inline_on_data_same_batch, .timeout = 20)
+{
+    px_loop *loop = tc_loop_new(PX_EXEC_INLINE, NULL);
+    tc_runner r;
+    tc_runner_start(&r, loop);
+    px_listen_opts o = {
+        .host = "127.0.0.1",
+        .handlers = {.on_data = tc_data_noop, .on_close = tc_close_noop},
+    };
+    cr_assert_eq(px_listen(loop, &closing_listener, &o), 0);
+    uint16_t port = px_listener_port(closing_listener);
+    int sv[2];
+    tc_socketpair(sv);
+    px_stream *s;
+    px_stream_handlers h = {.on_data = data_then_close_listener, .on_close = tc_close_noop};
+    cr_assert_eq(px_stream_open(loop, &s, sv[0], &h, NULL, NULL), 0);
+    tc_loop_sync(loop, 3); /* stream armed (EAGAIN seen), listener registered */
+
+    tc_block b;
+    tc_block_loop(loop, &b);
+    /* Both become ready while the loop is held: one epoll batch, stream first. */
+    cr_assert_eq(tc_write_all(sv[1], "x", 1), 0);
+    int c = tc_tcp_connect(AF_INET, port);
+    cr_assert_geq(c, 0);
+    tc_gate_open(&b.gate);
+    tc_loop_sync(loop, 3);
+
+    close(c);
+    close(sv[1]);
+    tc_runner_finish(&r);
+    tc_gate_destroy(&b.gate);
+    tc_assert_no_failures();
 }

@@ -33,14 +33,7 @@ static void p_data(px_stream *s, const char *bytes, size_t len, void *user)
     }
 }
 
-static void p_close(px_stream *s, int cause, void *user)
-{
-    (void)s;
-    (void)cause;
-    (void)user;
-}
-
-static const px_stream_handlers p_handlers = {.on_data = p_data, .on_close = p_close};
+static const px_stream_handlers p_handlers = {.on_data = p_data, .on_close = tc_close_noop};
 
 ParameterizedTestParameters(pause, holds_reads)
 {
@@ -134,7 +127,7 @@ static void k_data(px_stream *s, const char *bytes, size_t len, void *user)
     }
 }
 
-static const px_stream_handlers k_handlers = {.on_data = k_data, .on_close = p_close};
+static const px_stream_handlers k_handlers = {.on_data = k_data, .on_close = tc_close_noop};
 
 ParameterizedTestParameters(pause, keep_redelivers)
 {
@@ -163,5 +156,53 @@ ParameterizedTest(px_executor *ex, pause, keep_redelivers, .timeout = 20)
     cr_assert(tc_wait_ge_size(&k.got_len, 8, 5000));
     cr_assert_eq(memcmp(k.got, "abcdefgh", 8), 0);
     close(a[1]);
+    tc_runner_finish(&r);
+}
+
+/* Regression (review of src/proactor): px_stream_pause() made while the stream waited
+ * for readiness (the usual idle state) was ignored: ep_wait read as soon as data
+ * arrived. */
+
+typedef struct idle_pause {
+    atomic_int chunks;
+    _Atomic uint64_t second_ms;
+} idle_pause;
+
+static void idle_pause_data(px_stream *s, const char *b, size_t n, void *user)
+{
+    (void)s;
+    (void)b;
+    (void)n;
+    idle_pause *p = user;
+    if (atomic_fetch_add(&p->chunks, 1) == 1)
+        atomic_store(&p->second_ms, px_now_ms());
+}
+
+Test(pause, pause_while_idle_from_other_thread, .timeout = 20)
+{
+    px_loop *loop = tc_loop_new(PX_EXEC_INLINE, NULL);
+    tc_runner r;
+    tc_runner_start(&r, loop);
+    int sv[2];
+    tc_socketpair(sv);
+    idle_pause p;
+    atomic_init(&p.chunks, 0);
+    atomic_init(&p.second_ms, 0);
+    px_stream_handlers h = {.on_data = idle_pause_data, .on_close = tc_close_noop};
+    px_stream *s;
+    cr_assert_eq(px_stream_open(loop, &s, sv[0], &h, &p, NULL), 0);
+    cr_assert_eq(tc_write_all(sv[1], "a", 1), 0);
+    cr_assert(tc_wait_ge(&p.chunks, 1, 5000));
+    tc_loop_sync(loop, 3); /* read re-armed, EAGAIN seen: waiting on epoll */
+
+    const unsigned pause_ms = 1500;
+    uint64_t t0 = px_now_ms();
+    px_stream_pause(s, pause_ms);
+    cr_assert_eq(tc_write_all(sv[1], "b", 1), 0);
+    cr_assert(tc_wait_ge(&p.chunks, 2, 5000), "never read again");
+    uint64_t gap = atomic_load(&p.second_ms) - t0;
+    cr_expect_geq(gap, pause_ms, "read %llu ms after px_stream_pause(%u)",
+                  (unsigned long long)gap, pause_ms);
+    close(sv[1]);
     tc_runner_finish(&r);
 }
