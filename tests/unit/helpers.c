@@ -65,6 +65,34 @@ void tc_runner_start(tc_runner *r, px_loop *loop)
     cr_assert(tc_wait_ge(&r->running, 1, 5000), "loop thread did not start");
 }
 
+px_loop *tc_start_pair(px_executor ex, tc_runner *r, int sv[2])
+{
+    px_loop *loop = tc_loop_new(ex, NULL);
+    tc_runner_start(r, loop);
+    tc_socketpair(sv);
+    return loop;
+}
+
+px_stream *tc_start_stream(px_executor ex, tc_runner *r, int sv[2],
+                           const px_stream_handlers *h, void *user, const px_stream_opts *o)
+{
+    px_loop *loop = tc_start_pair(ex, r, sv);
+    px_stream *s = NULL;
+    int rc = px_stream_open(loop, &s, sv[0], h, user, o);
+    cr_assert_eq(rc, 0, "px_stream_open: %s", px_strerror(rc));
+    return s;
+}
+
+px_stream *tc_start_sink(px_executor ex, tc_runner *r, int sv[2], tc_sink *k,
+                         void (*on_data)(px_stream *, const char *, size_t, void *))
+{
+    tc_sink_init(k);
+    px_stream_handlers h = tc_sink_handlers;
+    if (on_data != NULL)
+        h.on_data = on_data;
+    return tc_start_stream(ex, r, sv, &h, k, NULL);
+}
+
 void tc_runner_stop(tc_runner *r)
 {
     px_loop_stop(r->loop);
@@ -119,42 +147,34 @@ void tc_sleep_ms(unsigned ms)
     }
 }
 
-/* Polling every millisecond keeps these simple and race-free; the deadline
- * bounds them. */
+/* Returns from the enclosing function whether cond became true before timeout_ms
+ * passed.  Polling every millisecond keeps the waits simple and race-free; the
+ * deadline bounds them. */
+#define RETURN_WHEN(cond, timeout_ms)                                   \
+    do {                                                                \
+        uint64_t end_ = tc_now_ms() + (timeout_ms);                     \
+        for (;;) {                                                      \
+            if (cond)                                                   \
+                return true;                                            \
+            if (tc_now_ms() >= end_)                                    \
+                return (cond);                                          \
+            tc_sleep_ms(1);                                             \
+        }                                                               \
+    } while (0)
+
 bool tc_wait_ge(atomic_int *v, int target, unsigned timeout_ms)
 {
-    uint64_t end = tc_now_ms() + timeout_ms;
-    for (;;) {
-        if (atomic_load(v) >= target)
-            return true;
-        if (tc_now_ms() >= end)
-            return atomic_load(v) >= target;
-        tc_sleep_ms(1);
-    }
+    RETURN_WHEN(atomic_load(v) >= target, timeout_ms);
 }
 
 bool tc_wait_ge_size(atomic_size_t *v, size_t target, unsigned timeout_ms)
 {
-    uint64_t end = tc_now_ms() + timeout_ms;
-    for (;;) {
-        if (atomic_load(v) >= target)
-            return true;
-        if (tc_now_ms() >= end)
-            return atomic_load(v) >= target;
-        tc_sleep_ms(1);
-    }
+    RETURN_WHEN(atomic_load(v) >= target, timeout_ms);
 }
 
 bool tc_wait_flag(atomic_bool *v, unsigned timeout_ms)
 {
-    uint64_t end = tc_now_ms() + timeout_ms;
-    for (;;) {
-        if (atomic_load(v))
-            return true;
-        if (tc_now_ms() >= end)
-            return atomic_load(v);
-        tc_sleep_ms(1);
-    }
+    RETURN_WHEN(atomic_load(v), timeout_ms);
 }
 
 /* ---- gate ---- */

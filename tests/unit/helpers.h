@@ -39,6 +39,14 @@ typedef struct tc_runner {
 } tc_runner;
 
 void tc_runner_start(tc_runner *r, px_loop *loop);
+/* A loop of executor ex running on its own thread (r) and a socket pair: sv[0] for
+ * a stream, sv[1] for the test's end.  Returns the loop (also r->loop). */
+px_loop *tc_start_pair(px_executor ex, tc_runner *r, int sv[2]);
+/* tc_start_pair, then a stream on sv[0] with handlers h, user and options o (may
+ * be NULL); asserts that px_stream_open succeeded.  Returns the stream. */
+px_stream *tc_start_stream(px_executor ex, tc_runner *r, int sv[2],
+                           const px_stream_handlers *h, void *user,
+                           const px_stream_opts *o);
 /* px_loop_stop + join; asserts px_loop_run returned 0.  Does not destroy. */
 void tc_runner_stop(tc_runner *r);
 /* Stop + px_loop_destroy. */
@@ -134,6 +142,10 @@ extern const px_stream_handlers tc_echo_handlers;
 /* Handlers that do nothing. */
 void tc_data_noop(px_stream *s, const char *bytes, size_t len, void *user);
 void tc_close_noop(px_stream *s, int cause, void *user);
+/* tc_start_stream with a sink: tc_sink_handlers and k (initialised here) as the
+ * user, on_data (when not NULL) taking the place of the sink's own. */
+px_stream *tc_start_sink(px_executor ex, tc_runner *r, int sv[2], tc_sink *k,
+                         void (*on_data)(px_stream *, const char *, size_t, void *));
 
 /* Criterion parameters: every executor. */
 #define TC_EXEC_PARAMS(suite, name)                                     \
@@ -142,6 +154,15 @@ void tc_close_noop(px_stream *s, int cause, void *user);
         static px_executor tc_params_[] = {PX_EXEC_POOL, PX_EXEC_THREAD, \
                                            PX_EXEC_INLINE};             \
         return cr_make_param_array(px_executor, tc_params_, 3);         \
+    }
+
+/* A test run once per executor that calls fn(executor, arg); the optional
+ * arguments are Criterion test options (.timeout = 20). */
+#define TC_EXEC_TEST(suite, name, fn, arg, ...)                         \
+    TC_EXEC_PARAMS(suite, name)                                         \
+    ParameterizedTest(px_executor *ex, suite, name, ##__VA_ARGS__)      \
+    {                                                                   \
+        fn(*ex, arg);                                                   \
     }
 
 #endif

@@ -131,19 +131,28 @@ static bool peer_seen(const char *want)
     return found;
 }
 
+/* ls_init, then a loop of executor ex running on r with a listener l (ls_handlers)
+ * on host (NULL: any), port 0.  Returns the port it got (asserted not 0). */
+static uint16_t ls_start(px_executor ex, tc_runner *r, const char *host, px_listener **l)
+{
+    ls_init();
+    px_loop *loop = tc_loop_new(ex, NULL);
+    tc_runner_start(r, loop);
+    *l = NULL;
+    px_listen_opts lo = {.host = host, .port = 0, .handlers = ls_handlers, .user = ls};
+    cr_assert_eq(px_listen(loop, l, &lo), 0);
+    uint16_t port = px_listener_port(*l);
+    cr_assert_neq(port, 0);
+    return port;
+}
+
 TC_EXEC_PARAMS(listener, any_host_ipv4_and_ipv6)
 
 ParameterizedTest(px_executor *ex, listener, any_host_ipv4_and_ipv6, .timeout = 20)
 {
-    ls_init();
-    px_loop *loop = tc_loop_new(*ex, NULL);
     tc_runner r;
-    tc_runner_start(&r, loop);
-    px_listener *l = NULL;
-    px_listen_opts lo = {.host = NULL, .port = 0, .handlers = ls_handlers, .user = ls};
-    cr_assert_eq(px_listen(loop, &l, &lo), 0);
-    uint16_t port = px_listener_port(l);
-    cr_assert_neq(port, 0);
+    px_listener *l;
+    uint16_t port = ls_start(*ex, &r, NULL, &l);
 
     int c4 = tc_tcp_connect(AF_INET, port);
     cr_assert_geq(c4, 0, "connect 127.0.0.1:%u: %s", port, strerror(-c4));
@@ -177,15 +186,9 @@ ParameterizedTest(px_executor *ex, listener, any_host_ipv4_and_ipv6, .timeout = 
 
 Test(listener, explicit_host_and_port_in_use, .timeout = 20)
 {
-    ls_init();
-    px_loop *loop = tc_loop_new(PX_EXEC_POOL, NULL);
     tc_runner r;
-    tc_runner_start(&r, loop);
-    px_listener *l = NULL;
-    px_listen_opts lo = {.host = "127.0.0.1", .handlers = ls_handlers, .user = ls};
-    cr_assert_eq(px_listen(loop, &l, &lo), 0);
-    uint16_t port = px_listener_port(l);
-    cr_assert_neq(port, 0);
+    px_listener *l;
+    uint16_t port = ls_start(PX_EXEC_POOL, &r, "127.0.0.1", &l);
 
     int c = tc_tcp_connect(AF_INET, port);
     cr_assert_geq(c, 0);
@@ -195,16 +198,15 @@ Test(listener, explicit_host_and_port_in_use, .timeout = 20)
     cr_assert(peer_seen(want), "px_stream_peer did not give %s", want);
 
     px_listener *l2 = NULL;
-    px_listen_opts lo2 = lo;
-    lo2.port = port;
-    int rc = px_listen(loop, &l2, &lo2);
+    px_listen_opts lo2 = {.host = "127.0.0.1", .port = port, .handlers = ls_handlers, .user = ls};
+    int rc = px_listen(r.loop, &l2, &lo2);
     cr_assert_eq(rc, -EADDRINUSE, "second listener on port %u: %d (%s)", port, rc, px_strerror(rc));
     cr_assert_null(l2, "a failed px_listen must not set *out");
 
     /* A host that does not parse or resolve fails cleanly. */
     lo2.host = "300.1.2.3";
     lo2.port = 0;
-    rc = px_listen(loop, &l2, &lo2);
+    rc = px_listen(r.loop, &l2, &lo2);
     cr_assert_lt(rc, 0);
 
     close(c);
@@ -218,14 +220,9 @@ Test(listener, explicit_host_and_port_in_use, .timeout = 20)
 /* Accepted streams stay up after the listener is closed. */
 Test(listener, close_keeps_accepted_streams, .timeout = 20)
 {
-    ls_init();
-    px_loop *loop = tc_loop_new(PX_EXEC_POOL, NULL);
     tc_runner r;
-    tc_runner_start(&r, loop);
-    px_listener *l = NULL;
-    px_listen_opts lo = {.host = "127.0.0.1", .handlers = ls_handlers, .user = ls};
-    cr_assert_eq(px_listen(loop, &l, &lo), 0);
-    uint16_t port = px_listener_port(l);
+    px_listener *l;
+    uint16_t port = ls_start(PX_EXEC_POOL, &r, "127.0.0.1", &l);
     int c = tc_tcp_connect(AF_INET, port);
     cr_assert_geq(c, 0);
     echo_check(c, "before listener close");
@@ -559,7 +556,6 @@ static void open_then_close_listener(px_stream *s, void *user)
     if (atomic_fetch_add(&closing_opens, 1) == 0)
         px_listener_close(closing_listener); /* "accept one, then stop listening" */
 }
-
 
 Test(listener, close_from_inline_on_open, .timeout = 20)
 {

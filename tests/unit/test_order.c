@@ -334,13 +334,18 @@ static atomic_bool inside_open;
 static atomic_int called_inside;
 static atomic_int handlers_run;
 
+static void note_handler(void)
+{
+    atomic_fetch_add(&handlers_run, 1);
+    if (atomic_load(&inside_open))
+        atomic_fetch_add(&called_inside, 1);
+}
+
 static void note_open(px_stream *s, void *user)
 {
     (void)s;
     (void)user;
-    atomic_fetch_add(&handlers_run, 1);
-    if (atomic_load(&inside_open))
-        atomic_fetch_add(&called_inside, 1);
+    note_handler();
 }
 
 static void note_close(px_stream *s, int cause, void *user)
@@ -348,9 +353,7 @@ static void note_close(px_stream *s, int cause, void *user)
     (void)s;
     (void)cause;
     (void)user;
-    atomic_fetch_add(&handlers_run, 1);
-    if (atomic_load(&inside_open))
-        atomic_fetch_add(&called_inside, 1);
+    note_handler();
 }
 
 typedef struct open_arg {
@@ -372,21 +375,26 @@ static void open_on_loop(void *arg)
     atomic_store(&a->done, true);
 }
 
-Test(order, no_handler_inside_stream_open, .timeout = 20)
+/* Opens a stream on fd from a post on r's running loop, and waits until the open has
+ * returned 0 and a handler has run.  Returns how many handlers ran inside the open. */
+static int open_from_loop_thread(tc_runner *r, int fd)
 {
-    px_loop *loop = tc_loop_new(PX_EXEC_INLINE, NULL);
-    tc_runner r;
-    tc_runner_start(&r, loop);
     atomic_store(&called_inside, 0);
     atomic_store(&handlers_run, 0);
-    int sv[2];
-    tc_socketpair(sv);
-    open_arg a = {.fd = sv[0], .loop = loop};
-    cr_assert_eq(px_loop_post(loop, open_on_loop, &a), 0);
+    open_arg a = {.fd = fd, .loop = r->loop};
+    cr_assert_eq(px_loop_post(r->loop, open_on_loop, &a), 0);
     cr_assert(tc_wait_flag(&a.done, 5000));
     cr_assert_eq(a.rc, 0);
     cr_assert(tc_wait_ge(&handlers_run, 1, 5000));
-    cr_expect_eq(atomic_load(&called_inside), 0,
+    return atomic_load(&called_inside);
+}
+
+Test(order, no_handler_inside_stream_open, .timeout = 20)
+{
+    tc_runner r;
+    int sv[2];
+    tc_start_pair(PX_EXEC_INLINE, &r, sv);
+    cr_expect_eq(open_from_loop_thread(&r, sv[0]), 0,
                  "on_open ran inside px_stream_open (header: handlers are never called "
                  "from inside the call that caused them)");
     close(sv[1]);
@@ -398,18 +406,11 @@ Test(order, unpollable_fd_on_loop_thread, .timeout = 20)
     px_loop *loop = tc_loop_new(PX_EXEC_INLINE, NULL);
     tc_runner r;
     tc_runner_start(&r, loop);
-    atomic_store(&called_inside, 0);
-    atomic_store(&handlers_run, 0);
     char path[] = "/tmp/px_review_XXXXXX";
     int fd = mkstemp(path);
     cr_assert_geq(fd, 0);
     unlink(path);
-    open_arg a = {.fd = fd, .loop = loop};
-    cr_assert_eq(px_loop_post(loop, open_on_loop, &a), 0);
-    cr_assert(tc_wait_flag(&a.done, 5000));
-    cr_assert_eq(a.rc, 0);
-    cr_assert(tc_wait_ge(&handlers_run, 1, 5000));
-    cr_expect_eq(atomic_load(&called_inside), 0,
+    cr_expect_eq(open_from_loop_thread(&r, fd), 0,
                  "on_close ran (and the stream was freed) inside px_stream_open, which "
                  "then returned 0 with a dangling *out");
     tc_runner_finish(&r);

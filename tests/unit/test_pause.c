@@ -35,19 +35,13 @@ static void p_data(px_stream *s, const char *bytes, size_t len, void *user)
 
 static const px_stream_handlers p_handlers = {.on_data = p_data, .on_close = tc_close_noop};
 
-ParameterizedTestParameters(pause, holds_reads)
-{
-    static px_executor ex[] = {PX_EXEC_POOL, PX_EXEC_THREAD, PX_EXEC_INLINE};
-    return cr_make_param_array(px_executor, ex, sizeof(ex) / sizeof(ex[0]));
-}
+TC_EXEC_PARAMS(pause, holds_reads)
 
 ParameterizedTest(px_executor *ex, pause, holds_reads, .timeout = 20)
 {
-    px_loop *loop = tc_loop_new(*ex, NULL);
     tc_runner r;
-    tc_runner_start(&r, loop);
     int a[2], b[2];
-    tc_socketpair(a);
+    px_loop *loop = tc_start_pair(*ex, &r, a);
     tc_socketpair(b);
     pause_state pa = {.pause_on_first = true}, pb = {.pause_on_first = false};
     px_stream *sa, *sb;
@@ -79,14 +73,10 @@ ParameterizedTest(px_executor *ex, pause, holds_reads, .timeout = 20)
 /* A pause does not delay closing: abort during a pause ends the stream. */
 Test(pause, close_during_pause, .timeout = 20)
 {
-    px_loop *loop = tc_loop_new(PX_EXEC_POOL, NULL);
-    tc_runner r;
-    tc_runner_start(&r, loop);
-    int a[2];
-    tc_socketpair(a);
     pause_state pa = {.pause_on_first = true};
-    px_stream *sa;
-    cr_assert_eq(px_stream_open(loop, &sa, a[0], &p_handlers, &pa, NULL), 0);
+    tc_runner r;
+    int a[2];
+    px_stream *sa = tc_start_stream(PX_EXEC_POOL, &r, a, &p_handlers, &pa, NULL);
     px_stream_retain(sa);
     cr_assert_eq(tc_write_all(a[1], "x", 1), 0);
     cr_assert(tc_wait_ge(&pa.chunks, 1, 5000));
@@ -129,22 +119,14 @@ static void k_data(px_stream *s, const char *bytes, size_t len, void *user)
 
 static const px_stream_handlers k_handlers = {.on_data = k_data, .on_close = tc_close_noop};
 
-ParameterizedTestParameters(pause, keep_redelivers)
-{
-    static px_executor ex[] = {PX_EXEC_POOL, PX_EXEC_THREAD, PX_EXEC_INLINE};
-    return cr_make_param_array(px_executor, ex, sizeof(ex) / sizeof(ex[0]));
-}
+TC_EXEC_PARAMS(pause, keep_redelivers)
 
 ParameterizedTest(px_executor *ex, pause, keep_redelivers, .timeout = 20)
 {
-    px_loop *loop = tc_loop_new(*ex, NULL);
-    tc_runner r;
-    tc_runner_start(&r, loop);
-    int a[2];
-    tc_socketpair(a);
     keep_state k = {0};
-    px_stream *sa;
-    cr_assert_eq(px_stream_open(loop, &sa, a[0], &k_handlers, &k, NULL), 0);
+    tc_runner r;
+    int a[2];
+    tc_start_stream(*ex, &r, a, &k_handlers, &k, NULL);
     cr_assert_eq(tc_write_all(a[1], "abcdef", 6), 0);
     cr_assert(tc_wait_ge_size(&k.got_len, 6, 5000), "kept bytes never came back");
     cr_assert_eq(memcmp(k.got, "abcdef", 6), 0, "bytes out of order: %.6s", k.got);
@@ -162,38 +144,15 @@ ParameterizedTest(px_executor *ex, pause, keep_redelivers, .timeout = 20)
 /* Regression (review of src/proactor): px_stream_pause() made while the stream waited
  * for readiness (the usual idle state) was ignored: ep_wait read as soon as data
  * arrived. */
-
-typedef struct idle_pause {
-    atomic_int chunks;
-    _Atomic uint64_t second_ms;
-} idle_pause;
-
-static void idle_pause_data(px_stream *s, const char *b, size_t n, void *user)
-{
-    (void)s;
-    (void)b;
-    (void)n;
-    idle_pause *p = user;
-    if (atomic_fetch_add(&p->chunks, 1) == 1)
-        atomic_store(&p->second_ms, px_now_ms());
-}
-
 Test(pause, pause_while_idle_from_other_thread, .timeout = 20)
 {
-    px_loop *loop = tc_loop_new(PX_EXEC_INLINE, NULL);
+    pause_state p = {.pause_on_first = false};
     tc_runner r;
-    tc_runner_start(&r, loop);
     int sv[2];
-    tc_socketpair(sv);
-    idle_pause p;
-    atomic_init(&p.chunks, 0);
-    atomic_init(&p.second_ms, 0);
-    px_stream_handlers h = {.on_data = idle_pause_data, .on_close = tc_close_noop};
-    px_stream *s;
-    cr_assert_eq(px_stream_open(loop, &s, sv[0], &h, &p, NULL), 0);
+    px_stream *s = tc_start_stream(PX_EXEC_INLINE, &r, sv, &p_handlers, &p, NULL);
     cr_assert_eq(tc_write_all(sv[1], "a", 1), 0);
     cr_assert(tc_wait_ge(&p.chunks, 1, 5000));
-    tc_loop_sync(loop, 3); /* read re-armed, EAGAIN seen: waiting on epoll */
+    tc_loop_sync(r.loop, 3); /* read re-armed, EAGAIN seen: waiting on epoll */
 
     const unsigned pause_ms = 1500;
     uint64_t t0 = px_now_ms();
