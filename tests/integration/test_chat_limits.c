@@ -29,12 +29,10 @@ static void sleep_ms(int ms)
 static void max_line(const char *dispatch)
 {
     h_server s;
-    cr_assert(h_server_start(&s, "--dispatch", dispatch, "--max-line", "100", NULL),
-              "no banner");
     h_proc a, b, c;
     h_proc *all[] = {&a, &b, &c};
     char nk[3][32];
-    h_chat_connect_n(&s, all, 3, 1, nk);
+    h_chat_start(&s, all, 3, nk, "--dispatch", dispatch, "--max-line", "100", NULL);
     static const char err[] = "*** Error: line too long (max 100 bytes); it was not sent.\r\n";
 
     char longl[160];
@@ -81,8 +79,7 @@ static void max_line(const char *dispatch)
     /* Nothing of either long line reached anyone: the next lines are markers. */
     h_chat_relay(all, 3, 1, nk[1], "b after long line");
     h_chat_relay(all, 3, 2, nk[2], "marker");
-    h_close_all(all, 3);
-    h_server_stop(&s);
+    h_server_stop_all(&s, all, 3);
 }
 H_EACH_DISPATCH(chat_limits, max_line)
 
@@ -104,11 +101,10 @@ Test(chat_limits, long_line_drops_everyone_else, .timeout = 60)
     h_proc_close(&p);
 
     h_server s;
-    cr_assert(h_server_start(&s, "--sendq", "12416", "--flood", "0", NULL), "no banner");
     h_proc a, b, c;
     h_proc *all[] = {&a, &b, &c};
     char nk[3][32], line[16384];
-    h_chat_connect_n(&s, all, 3, 1, nk);
+    h_chat_start(&s, all, 3, nk, "--sendq", "12416", "--flood", "0", NULL);
     char msg[1502];
     memset(msg, 0xC0, 1500);
     msg[1500] = '\n';
@@ -122,8 +118,7 @@ Test(chat_limits, long_line_drops_everyone_else, .timeout = 60)
         cr_assert(strncmp(line, pre, strlen(pre)) == 0,
                   "client %d did not get a's line; got \"%.80s\" (dropped?)", k, line);
     }
-    h_close_all(all, 3);
-    h_server_stop(&s);
+    h_server_stop_all(&s, all, 3);
 }
 
 /* 9. --flood 5:5: 40 lines at once are all delivered, in order, no faster than the rate
@@ -131,11 +126,10 @@ Test(chat_limits, long_line_drops_everyone_else, .timeout = 60)
 Test(chat_limits, flood)
 {
     h_server s;
-    cr_assert(h_server_start(&s, "--flood", "5:5", NULL), "no banner");
     h_proc a, b, c;
     h_proc *all[] = {&a, &b, &c};
     char nk[3][32], line[1024], want[256];
-    h_chat_connect_n(&s, all, 3, 1, nk);
+    h_chat_start(&s, all, 3, nk, "--flood", "5:5", NULL);
 
     char burst[40 * 16];
     size_t len = 0;
@@ -174,8 +168,7 @@ Test(chat_limits, flood)
         h_expect_line(&b, w);
     }
     h_chat_relay(all, 3, 0, nk[0], "flooder still here");
-    h_close_all(all, 3);
-    h_server_stop(&s);
+    h_server_stop_all(&s, all, 3);
 }
 
 /* Connects a client with a tiny receive buffer that never reads. */
@@ -201,13 +194,10 @@ static void connect_small_rcvbuf(h_proc *p, int port)
 static void slow_reader(const char *dispatch)
 {
     h_server s;
-    cr_assert(h_server_start(&s, "--dispatch", dispatch, "--sendq", "16384", "--flood", "0",
-                             NULL),
-              "no banner");
     h_proc a, b, x;
     h_proc *ab[] = {&a, &b};
     char nk[2][32], nx[32] = "", line[1024];
-    h_chat_connect_n(&s, ab, 2, 1, nk);
+    h_chat_start(&s, ab, 2, nk, "--dispatch", dispatch, "--sendq", "16384", "--flood", "0", NULL);
     connect_small_rcvbuf(&x, s.port);
     cr_assert(h_server_wait_connected(&s, 3));
     /* x's nick from the join notice (x itself never reads). */
@@ -258,8 +248,7 @@ static void slow_reader(const char *dispatch)
     h_expect_line(&a, notice);
     h_chat_relay(ab, 2, 1, nk[1], "after the slow one");
     h_proc_close(&x);
-    h_close_all(ab, 2);
-    h_server_stop(&s);
+    h_server_stop_all(&s, ab, 2);
 }
 H_EACH_DISPATCH(chat_limits, slow_reader)
 
@@ -319,11 +308,10 @@ H_DISPATCH_TEST(chat_limits, history_vs_sendq, pool, .timeout = 60)
 Test(chat_limits, max_clients)
 {
     h_server s;
-    cr_assert(h_server_start(&s, "--max-clients", "2", NULL), "no banner");
     h_proc a, b, c;
     h_proc *ab[] = {&a, &b};
     char nk[2][32];
-    h_chat_connect_n(&s, ab, 2, 1, nk);
+    h_chat_start(&s, ab, 2, nk, "--max-clients", "2", NULL);
     cr_assert(h_tcp_connect(&c, "127.0.0.1", s.port));
     h_expect_line(&c, "*** Server full (2 clients), try again later.\r\n");
     h_expect_eof(&c, H_WAIT_MS);
@@ -342,8 +330,7 @@ Test(chat_limits, max_clients)
     snprintf(want, sizeof want, "*** %s has joined lobby.\r\n", nb);
     h_expect_line(&a, want);
     h_chat_relay(ab, 2, 1, nb, "back in");
-    h_close_all(ab, 2);
-    h_server_stop(&s);
+    h_server_stop_all(&s, ab, 2);
 }
 
 /* 12. --idle-timeout 2 */
@@ -409,8 +396,7 @@ Test(chat_limits, idle_timeout)
     h_proc *ad[] = {&a, &d};
     h_chat_relay(ad, 2, 0, nk[0], "still here");
     h_proc_close(&c);
-    h_close_all(ad, 2);
-    h_server_stop(&s);
+    h_server_stop_all(&s, ad, 2);
 }
 
 /* Regression (review of src/server): an idle kick wrote the chat-mode "*** Idle
@@ -432,11 +418,10 @@ Test(chat_limits, raw_idle_no_chat_text, .timeout = 60)
 static void vanish(const char *dispatch)
 {
     h_server s;
-    cr_assert(h_server_start(&s, "--dispatch", dispatch, NULL), "no banner");
     h_proc a, b, r, h;
     h_proc *all[] = {&a, &b, &r, &h};
     char nk[4][32], want[128];
-    h_chat_connect_n(&s, all, 4, 1, nk);
+    h_chat_start(&s, all, 4, nk, "--dispatch", dispatch, NULL);
 
     cr_assert(h_send(&r, "half a li"));
     h_chat_relay(all, 4, 0, nk[0], "round trip"); /* the server has r's bytes */
@@ -517,11 +502,10 @@ H_EACH_DISPATCH(chat_limits, churn, .timeout = 120)
 static void sigterm(const char *dispatch)
 {
     h_server s;
-    cr_assert(h_server_start(&s, "--dispatch", dispatch, NULL), "no banner");
     h_proc a, b, c;
     h_proc *all[] = {&a, &b, &c};
     char nk[3][32];
-    h_chat_connect_n(&s, all, 3, 1, nk);
+    h_chat_start(&s, all, 3, nk, "--dispatch", dispatch, NULL);
     h_chat_relay(all, 3, 0, nk[0], "before");
     cr_assert(h_proc_stop(&s.proc, SIGTERM, H_WAIT_MS), "server still running after SIGTERM");
     int st = s.proc.status;
@@ -546,8 +530,7 @@ static void sigterm(const char *dispatch)
         }
         cr_assert(bye, "client %d did not get \"*** Server shutting down.\"", i);
     }
-    h_close_all(all, 3);
-    h_server_stop(&s);
+    h_server_stop_all(&s, all, 3);
 }
 H_EACH_DISPATCH(chat_limits, sigterm)
 
@@ -558,10 +541,7 @@ Test(chat_limits, raw_mode)
     cr_assert(h_server_start(&s, "--raw", "--max-line", "100", NULL), "no banner");
     h_proc a, b;
     h_proc *ab[] = {&a, &b};
-    cr_assert(h_tcp_connect(&a, "127.0.0.1", s.port));
-    cr_assert(h_server_wait_connected(&s, 1));
-    cr_assert(h_tcp_connect(&b, "127.0.0.1", s.port));
-    cr_assert(h_server_wait_connected(&s, 2));
+    h_connect_all(&s, ab, 2, 0);
     /* The first line either gets is the other's line, byte for byte. */
     h_relay(ab, 2, 0, "/who \x1b[31mraw\n");
     h_relay(ab, 2, 1, "back\r\n");
@@ -572,6 +552,5 @@ Test(chat_limits, raw_mode)
     h_expect_line(&a, "Error: line too long (max 100 bytes)\r\n");
     h_relay(ab, 2, 0, "after long\n");
     h_relay(ab, 2, 1, "marker\n");
-    h_close_all(ab, 2);
-    h_server_stop(&s);
+    h_server_stop_all(&s, ab, 2);
 }
