@@ -453,7 +453,7 @@ static void echo_data(px_stream *s, const char *bytes, size_t len, void *user)
     sink_data(s, bytes, len, user);
 }
 
-static void sink_close(px_stream *s, int cause, void *user)
+void tc_sink_close(px_stream *s, int cause, void *user)
 {
     (void)s;
     tc_sink *k = user;
@@ -477,9 +477,9 @@ void tc_close_noop(px_stream *s, int cause, void *user)
 }
 
 const px_stream_handlers tc_sink_handlers = {
-    .on_open = sink_open, .on_data = sink_data, .on_close = sink_close};
+    .on_open = sink_open, .on_data = sink_data, .on_close = tc_sink_close};
 const px_stream_handlers tc_echo_handlers = {
-    .on_open = sink_open, .on_data = echo_data, .on_close = sink_close};
+    .on_open = sink_open, .on_data = echo_data, .on_close = tc_sink_close};
 
 typedef struct tc_on_loop {
     void (*fn)(void *);

@@ -137,6 +137,8 @@ typedef struct tc_sink {
 void tc_sink_init(tc_sink *k);
 /* on_data counts; on_close records.  user must be a tc_sink. */
 extern const px_stream_handlers tc_sink_handlers;
+/* The sink's on_close on its own: records the cause, counts the close. */
+void tc_sink_close(px_stream *s, int cause, void *user);
 /* Same, but on_data also sends the bytes back (a copy). */
 extern const px_stream_handlers tc_echo_handlers;
 /* Handlers that do nothing. */
