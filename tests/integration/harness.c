@@ -83,6 +83,29 @@ static void reader_init(h_reader *r, int fd)
     r->len = 0;
 }
 
+/* In a child just forked from the test process parent: die with it (and at once if
+ * it is already gone). Async-signal-safe. */
+static void child_die_with(pid_t parent)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(127);
+}
+
+/* In a child, once its stdio is set: leaves nothing of the test runner open, restores
+ * the default SIGPIPE and an empty signal mask, and runs argv (searched in PATH).
+ * Async-signal-safe; never returns. */
+static void child_exec(char *const argv[])
+{
+    close_range(3, ~0U, 0);
+    signal(SIGPIPE, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execvp(argv[0], argv);
+    _exit(127);
+}
+
 int h_spawn(h_proc *p, char *const argv[], bool pipe_err)
 {
     static bool cleanup_registered;
@@ -112,20 +135,12 @@ int h_spawn(h_proc *p, char *const argv[], bool pipe_err)
     }
     if (pid == 0) {
         /* Child: async-signal-safe calls only. Die with the test process. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
+        child_die_with(parent);
         dup2(pin[0], 0);
         dup2(pout[1], 1);
         if (pipe_err)
             dup2(perr[1], 2);
-        close_range(3, ~0U, 0); /* nothing of the test runner leaks into the child */
-        signal(SIGPIPE, SIG_DFL);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        execvp(argv[0], argv);
-        _exit(127);
+        child_exec(argv);
     }
     pid_add(pid);
     close(pin[0]);
@@ -332,6 +347,12 @@ bool h_send(h_proc *p, const char *s)
     return h_write(p->in, s, strlen(s));
 }
 
+void h_server_stop_all(h_server *s, h_proc *const clients[], int n)
+{
+    h_close_all(clients, n);
+    h_server_stop(s);
+}
+
 void h_expect_line(h_proc *p, const char *want)
 {
     char got[1024];
@@ -409,17 +430,56 @@ bool h_server_start_nofile(h_server *s, int nofile, const char *const args[])
     return read_banner(s);
 }
 
-bool h_server_start(h_server *s, ...)
+/* h_server_start with its extra arguments in ap. */
+static bool server_start_va(h_server *s, va_list ap)
 {
     const char *args[60] = {"--port", "0"};
     int n = 2;
-    va_list ap;
-    va_start(ap, s);
     for (const char *a; (a = va_arg(ap, const char *)) && n < 59;)
         args[n++] = a;
-    va_end(ap);
     args[n] = NULL;
     return h_server_start_argv(s, args);
+}
+
+bool h_server_start(h_server *s, ...)
+{
+    va_list ap;
+    va_start(ap, s);
+    bool ok = server_start_va(s, ap);
+    va_end(ap);
+    return ok;
+}
+
+int h_server_run_to_exit(const char *const args[], char *out, size_t out_cap, char *err,
+                         size_t err_cap)
+{
+    char *argv[32];
+    int n = 0;
+    argv[n++] = (char *)h_server_path();
+    for (int i = 0; args[i] && n < 31; i++)
+        argv[n++] = (char *)args[i];
+    argv[n] = NULL;
+    const char *what = args[0] ? args[0] : "";
+
+    h_proc p;
+    cr_assert_eq(h_spawn(&p, argv, true), 0, "cannot start %s", h_server_path());
+    close(p.in);
+    p.in = -1;
+    /* Read while it runs: a long --help must not fill a pipe and block it. */
+    cr_assert(h_read_all(&p.out, out, out_cap, H_WAIT_MS) >= 0, "%s %s: stdout never closed",
+              h_server_path(), what);
+    cr_assert(h_read_all(&p.err, err, err_cap, H_WAIT_MS) >= 0, "%s %s: stderr never closed",
+              h_server_path(), what);
+    bool exited = h_proc_wait(&p, H_WAIT_MS);
+    if (!exited)
+        h_proc_stop(&p, SIGKILL, H_WAIT_MS);
+    cr_assert(exited, "%s %s: still running after %d ms, want an exit", h_server_path(), what,
+              H_WAIT_MS);
+    int st = p.status;
+    h_proc_close(&p);
+    cr_assert(WIFEXITED(st), "%s %s: killed by signal %d; stderr: %s", h_server_path(), what,
+              WTERMSIG(st), err);
+    return WEXITSTATUS(st);
 }
 
 bool h_server_wait_connected(h_server *s, int n)
@@ -511,6 +571,20 @@ bool h_tcp_connect(h_proc *p, const char *host, int port)
     reader_init(&p->out, fd);
     reader_init(&p->err, -1);
     return true;
+}
+
+void h_connect_all(h_server *s, h_proc *const clients[], int n, int n_nc)
+{
+    for (int i = 0; i < n; i++) {
+        if (i < n_nc)
+            cr_assert(h_nc_start(clients[i], "127.0.0.1", s->port), "client %d: cannot start nc",
+                      i);
+        else
+            cr_assert(h_tcp_connect(clients[i], "127.0.0.1", s->port),
+                      "client %d: cannot connect", i);
+        cr_assert(h_server_wait_connected(s, i + 1), "client %d: no \"(%d online)\" logged", i,
+                  i + 1);
+    }
 }
 
 void h_tcp_reset(h_proc *p)
@@ -625,6 +699,16 @@ void h_chat_connect_n(h_server *s, h_proc *const clients[], int n, int first_onl
     }
 }
 
+void h_chat_start(h_server *s, h_proc *const clients[], int n, char nicks[][32], ...)
+{
+    va_list ap;
+    va_start(ap, nicks);
+    bool ok = server_start_va(s, ap);
+    va_end(ap);
+    cr_assert(ok, "no banner");
+    h_chat_connect_n(s, clients, n, 1, nicks);
+}
+
 void h_chat_relay(h_proc *const clients[], int n, int sender, const char *nick,
                   const char *text)
 {
@@ -654,16 +738,8 @@ int h_pty_spawn(h_proc *p, char *const argv[])
     if (pid < 0)
         return -errno;
     if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        close_range(3, ~0U, 0);
-        signal(SIGPIPE, SIG_DFL);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        execvp(argv[0], argv);
-        _exit(127);
+        child_die_with(parent);
+        child_exec(argv);
     }
     fcntl(master, F_SETFD, FD_CLOEXEC);
     pid_add(pid);

@@ -103,6 +103,30 @@ bool h_server_start_argv(h_server *s, const char *const args[]);
  * nofile; args must include the port options. */
 bool h_server_start_nofile(h_server *s, int nofile, const char *const args[]);
 
+/* Tests run under the server's dispatch modes (--dispatch pool|thread|inline). fn is a
+ * function void fn(const char *dispatch) that passes "--dispatch", dispatch to
+ * h_server_start; the optional arguments are Criterion test options (.timeout = 120).
+ * H_DISPATCH_TEST defines the test suite::fn_MODE, running fn("MODE"), for one mode;
+ * H_EACH_DISPATCH defines one for each of the three modes. The test files include
+ * <criterion/criterion.h> themselves. */
+#define H_DISPATCH_TEST(suite, fn, mode, ...)                                              \
+    Test(suite, fn##_##mode, ##__VA_ARGS__)                                                \
+    {                                                                                      \
+        fn(#mode);                                                                         \
+    }
+#define H_EACH_DISPATCH(suite, fn, ...)                                                    \
+    H_DISPATCH_TEST(suite, fn, pool, ##__VA_ARGS__)                                        \
+    H_DISPATCH_TEST(suite, fn, thread, ##__VA_ARGS__)                                      \
+    H_DISPATCH_TEST(suite, fn, inline, ##__VA_ARGS__)
+
+/* Runs the server with args exactly as given (no "--port 0", no --backend) and its stdin
+ * closed, for a run that ends by itself (a usage error, --help): out and err receive its
+ * stdout and stderr (NUL-terminated, cut to their caps). Returns its exit status;
+ * asserts (Criterion) that it started, that both streams ended and it exited within
+ * H_WAIT_MS, and that no signal ended it. */
+int h_server_run_to_exit(const char *const args[], char *out, size_t out_cap, char *err,
+                         size_t err_cap);
+
 /* Waits for the server's stderr line "connected ... (n online)". */
 bool h_server_wait_connected(h_server *s, int n);
 /* Waits for the server's stderr line "disconnected ... (n online)". */
@@ -111,6 +135,9 @@ bool h_server_wait_disconnected(h_server *s, int n);
 /* SIGTERMs the server, drains its stderr; asserts (Criterion) that it exited with
  * status 0 within H_WAIT_MS and printed no sanitizer report. */
 void h_server_stop(h_server *s);
+
+/* Closes the n clients (h_close_all), then stops the server (h_server_stop). */
+void h_server_stop_all(h_server *s, h_proc *const clients[], int n);
 
 /* Asserts (Criterion) that p's next line, within H_WAIT_MS, is exactly want. */
 void h_expect_line(h_proc *p, const char *want);
@@ -125,6 +152,11 @@ bool h_nc_start(h_proc *p, const char *host, int port);
 
 /* Connects a raw TCP client to host:port (blocking socket, TCP_NODELAY). */
 bool h_tcp_connect(h_proc *p, const char *host, int port);
+
+/* Connects n clients to s on 127.0.0.1, one after another, each waited for in the
+ * server's log ("(k online)" for the k-th): clients[0..n_nc) are nc processes, the rest
+ * raw TCP sockets. Asserts (Criterion) each step. */
+void h_connect_all(h_server *s, h_proc *const clients[], int n, int n_nc);
 
 /* Closes a raw client with SO_LINGER 0 so the server sees a reset. */
 void h_tcp_reset(h_proc *p);
@@ -145,6 +177,12 @@ bool h_have_ipv6_loopback(void);
  * reads the two welcome lines ("*** Welcome to st_proactor, NICK! ..." and "*** You are
  * in ..."). Copies NICK into nick. False (with a message on stderr) otherwise. */
 bool h_chat_connect(h_server *s, h_proc *p, int online, char *nick, size_t cap);
+
+/* Starts the server (as h_server_start: the extra arguments, NULL-terminated) and brings
+ * n chat clients into its lobby with h_chat_connect_n, online counts from 1; nicks[i]
+ * receives client i's nickname. Asserts (Criterion) each step. */
+void h_chat_start(h_server *s, h_proc *const clients[], int n, char nicks[][32], ...)
+    __attribute__((sentinel));
 
 /* Connects n raw clients one after another (online counts start at first_online) and
  * consumes the "*** NICK has joined lobby." notice at every earlier one of them.

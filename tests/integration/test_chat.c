@@ -10,61 +10,50 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 TestSuite(chat, .timeout = 60, .fini = h_cleanup);
 
-/* One test per --dispatch mode for the multi-client behaviours. */
-#define PER_DISPATCH(name)                                                                 \
-    Test(chat, name##_pool) { name("pool"); }                                              \
-    Test(chat, name##_thread) { name("thread"); }                                          \
-    Test(chat, name##_inline) { name("inline"); }
-
 /* 1. Welcome lines and the join notice, with exact user counts. */
+
+/* Connects p, the online-th client, and checks its two welcome lines word for word:
+ * "*** Welcome to st_proactor, guestN! <online> user(s) online. Type /help for
+ * commands." and "*** You are in lobby (<online> user(s))." Returns N. */
+static int expect_welcome(h_server *s, h_proc *p, int online)
+{
+    char line[1024], want[256];
+    const char *users = online == 1 ? "user" : "users";
+    cr_assert(h_tcp_connect(p, "127.0.0.1", s->port));
+    cr_assert(h_server_wait_connected(s, online));
+    cr_assert(h_read_line(&p->out, line, sizeof line, H_WAIT_MS) > 0, "no welcome");
+    int num = -1;
+    cr_assert(sscanf(line, "*** Welcome to st_proactor, guest%d!", &num) == 1, "got \"%s\"",
+              line);
+    snprintf(want, sizeof want,
+             "*** Welcome to st_proactor, guest%d! %d %s online. Type /help for commands.\r\n",
+             num, online, users);
+    cr_assert_str_eq(line, want);
+    snprintf(want, sizeof want, "*** You are in lobby (%d %s).\r\n", online, users);
+    h_expect_line(p, want);
+    return num;
+}
+
 static void welcome(const char *dispatch)
 {
     h_server s;
     cr_assert(h_server_start(&s, "--dispatch", dispatch, NULL), "no banner");
     h_proc a, b, c;
-    char line[1024], want[256];
+    char want[256];
 
-    cr_assert(h_tcp_connect(&a, "127.0.0.1", s.port));
-    cr_assert(h_server_wait_connected(&s, 1));
-    cr_assert(h_read_line(&a.out, line, sizeof line, H_WAIT_MS) > 0, "no welcome");
-    int na = -1;
-    cr_assert(sscanf(line, "*** Welcome to st_proactor, guest%d!", &na) == 1, "got \"%s\"",
-              line);
-    snprintf(want, sizeof want,
-             "*** Welcome to st_proactor, guest%d! 1 user online. Type /help for commands.\r\n",
-             na);
-    cr_assert_str_eq(line, want);
-    h_expect_line(&a, "*** You are in lobby (1 user).\r\n");
+    int na = expect_welcome(&s, &a, 1);
 
-    cr_assert(h_tcp_connect(&b, "127.0.0.1", s.port));
-    cr_assert(h_server_wait_connected(&s, 2));
-    cr_assert(h_read_line(&b.out, line, sizeof line, H_WAIT_MS) > 0, "no welcome");
-    int nb = -1;
-    cr_assert(sscanf(line, "*** Welcome to st_proactor, guest%d!", &nb) == 1, "got \"%s\"",
-              line);
+    int nb = expect_welcome(&s, &b, 2);
     cr_assert_neq(na, nb, "two clients got the same guest number");
-    snprintf(want, sizeof want,
-             "*** Welcome to st_proactor, guest%d! 2 users online. Type /help for commands.\r\n",
-             nb);
-    cr_assert_str_eq(line, want);
-    h_expect_line(&b, "*** You are in lobby (2 users).\r\n");
     snprintf(want, sizeof want, "*** guest%d has joined lobby.\r\n", nb);
     h_expect_line(&a, want);
 
-    cr_assert(h_tcp_connect(&c, "127.0.0.1", s.port));
-    cr_assert(h_server_wait_connected(&s, 3));
-    cr_assert(h_read_line(&c.out, line, sizeof line, H_WAIT_MS) > 0, "no welcome");
-    int nc = -1;
-    cr_assert(sscanf(line, "*** Welcome to st_proactor, guest%d!", &nc) == 1);
-    snprintf(want, sizeof want,
-             "*** Welcome to st_proactor, guest%d! 3 users online. Type /help for commands.\r\n",
-             nc);
-    cr_assert_str_eq(line, want);
-    h_expect_line(&c, "*** You are in lobby (3 users).\r\n");
+    int nc = expect_welcome(&s, &c, 3);
     snprintf(want, sizeof want, "*** guest%d has joined lobby.\r\n", nc);
     h_expect_line(&a, want);
     h_expect_line(&b, want);
@@ -74,21 +63,72 @@ static void welcome(const char *dispatch)
     char nick[32];
     snprintf(nick, sizeof nick, "guest%d", na);
     h_chat_relay(all, 3, 0, nick, "first");
-    h_close_all(all, 3);
+    h_server_stop_all(&s, all, 3);
+}
+H_EACH_DISPATCH(chat, welcome)
+
+/* Regression (review of src/server): the guest nickname was registered (and so
+ * reachable by /msg) before the welcome was even queued, so a PM aimed at the next guest
+ * number could arrive first. On connect the client receives the welcome, then "*** You
+ * are in lobby", then history, then live messages (docs/protocol.md). Probabilistic: a flood of /msg to the next guest
+ * number races each connect. */
+Test(chat, pm_before_welcome, .timeout = 120)
+{
+    h_server s;
+    cr_assert(h_server_start(&s, "--flood", "0", "--history", "0", "--sendq", "64M", NULL),
+              "no banner");
+    enum { ROUNDS = 30, LINES = 100000 };
+    int online = 0, bad = 0;
+    char first[ROUNDS][2][256];
+    for (int r = 0; r < ROUNDS && !bad; r++) {
+        h_proc a, c;
+        char na[32], nc[32], line[1024];
+        cr_assert(h_chat_connect(&s, &a, ++online, na, sizeof na));
+        int num = atoi(na + 5);
+        char one[64];
+        int len1 = snprintf(one, sizeof one, "/msg guest%d early\n", num + 1);
+        char *buf = malloc((size_t)len1 * LINES);
+        for (int i = 0; i < LINES; i++)
+            memcpy(buf + (size_t)i * (size_t)len1, one, (size_t)len1);
+        pid_t w = fork();
+        if (w == 0) {
+            h_write(a.in, buf, (size_t)len1 * LINES);
+            _exit(0);
+        }
+        /* Let the flood get going, then connect while it runs. */
+        cr_assert(h_wait_line(&a.out, "no user named", NULL, line, sizeof line, H_WAIT_MS));
+        cr_assert(h_tcp_connect(&c, "127.0.0.1", s.port));
+        free(buf);
+        cr_assert(h_read_line(&c.out, first[r][0], sizeof first[r][0], H_WAIT_MS) > 0);
+        cr_assert(h_read_line(&c.out, first[r][1], sizeof first[r][1], H_WAIT_MS) > 0);
+        (void)nc;
+        (void)line;
+        if (strncmp(first[r][0], "*** Welcome", 11) != 0 ||
+            strncmp(first[r][1], "*** You are in lobby", 20) != 0) {
+            bad = 1;
+            cr_log_error("round %d: first lines \"%.60s\" / \"%.60s\"", r, first[r][0],
+                         first[r][1]);
+        }
+        h_proc_close(&a);
+        h_proc_close(&c);
+        waitpid(w, NULL, 0);
+        online = 0;
+        /* wait until both are gone */
+        cr_assert(h_server_wait_disconnected(&s, 0));
+    }
+    cr_assert(!bad, "a PM arrived before the welcome lines");
     h_server_stop(&s);
 }
-PER_DISPATCH(welcome)
 
 /* 2. Messages: "<nick> text" CRLF at every other member, never at the sender; LF, CRLF
  * and CR NUL end lines; a line split across many writes is one message. */
 static void messages(const char *dispatch)
 {
     h_server s;
-    cr_assert(h_server_start(&s, "--dispatch", dispatch, NULL), "no banner");
     h_proc a, b, c;
     h_proc *all[] = {&a, &b, &c};
     char nk[3][32], want[256];
-    h_chat_connect_n(&s, all, 3, 1, nk);
+    h_chat_start(&s, all, 3, nk, "--dispatch", dispatch, NULL);
 
     h_chat_relay(all, 3, 0, nk[0], "hello from a");
     h_chat_relay(all, 3, 1, nk[1], "hello from b");
@@ -130,20 +170,18 @@ static void messages(const char *dispatch)
     h_chat_relay(all, 3, 0, nk[0], "after empties");
     /* The sender never got its own lines: its next line is c's marker. */
     h_chat_relay(all, 3, 2, nk[2], "marker");
-    h_close_all(all, 3);
-    h_server_stop(&s);
+    h_server_stop_all(&s, all, 3);
 }
-PER_DISPATCH(messages)
+H_EACH_DISPATCH(chat, messages)
 
 /* 3a. /nick */
 Test(chat, nick)
 {
     h_server s;
-    cr_assert(h_server_start(&s, NULL), "no banner");
     h_proc a, b;
     h_proc *all[] = {&a, &b};
     char nk[2][32];
-    h_chat_connect_n(&s, all, 2, 1, nk);
+    h_chat_start(&s, all, 2, nk, NULL);
 
     cr_assert(h_send(&a, "/nick Alice\n"));
     h_expect_line(&a, "*** You are now known as Alice.\r\n");
@@ -174,19 +212,17 @@ Test(chat, nick)
     snprintf(want, sizeof want, "*** %s is now known as B_b-0123456789a.\r\n", nk[1]);
     h_expect_line(&a, want);
     h_chat_relay(all, 2, 1, "B_b-0123456789a", "marker");
-    h_close_all(all, 2);
-    h_server_stop(&s);
+    h_server_stop_all(&s, all, 2);
 }
 
 /* 3b. /who, /rooms, /help: replies to the sender only. */
 Test(chat, who_rooms_help)
 {
     h_server s;
-    cr_assert(h_server_start(&s, NULL), "no banner");
     h_proc a, b;
     h_proc *all[] = {&a, &b};
     char nk[2][32], want[256];
-    h_chat_connect_n(&s, all, 2, 1, nk);
+    h_chat_start(&s, all, 2, nk, NULL);
     cr_assert(h_send(&a, "/nick Ann\n"));
     h_expect_line(&a, "*** You are now known as Ann.\r\n");
     snprintf(want, sizeof want, "*** %s is now known as Ann.\r\n", nk[0]);
@@ -233,19 +269,17 @@ Test(chat, who_rooms_help)
         cr_assert(saw[i], "/help does not mention %s", cmds[i]);
     /* a got nothing of b's commands: its next line is b's marker. */
     h_chat_relay(all, 2, 1, nk[1], "marker b");
-    h_close_all(all, 2);
-    h_server_stop(&s);
+    h_server_stop_all(&s, all, 2);
 }
 
 /* 3c. /me, /msg, unknown commands, //text. */
 static void me_msg(const char *dispatch)
 {
     h_server s;
-    cr_assert(h_server_start(&s, "--dispatch", dispatch, NULL), "no banner");
     h_proc a, b, c;
     h_proc *all[] = {&a, &b, &c};
     char nk[3][32], want[256];
-    h_chat_connect_n(&s, all, 3, 1, nk);
+    h_chat_start(&s, all, 3, nk, "--dispatch", dispatch, NULL);
 
     cr_assert(h_send(&a, "/me waves hello\n"));
     snprintf(want, sizeof want, "* %s waves hello\r\n", nk[0]);
@@ -287,22 +321,44 @@ static void me_msg(const char *dispatch)
     /* c saw neither the PM nor the errors; b saw no error: both get the marker next. */
     h_chat_relay(all, 3, 2, nk[2], "marker");
     h_chat_relay(all, 3, 1, nk[1], "marker b");
-    h_close_all(all, 3);
-    h_server_stop(&s);
+    h_server_stop_all(&s, all, 3);
 }
-PER_DISPATCH(me_msg)
+H_EACH_DISPATCH(chat, me_msg)
+
+/* Regression (review of src/server): the sender's echo of a long /msg was cut short.
+ * "/msg NICK text": the sender sees "[PM to NICK] text" -- the whole text, as the
+ * recipient gets it. */
+Test(chat, pm_echo_whole_text, .timeout = 60)
+{
+    h_server s;
+    h_proc a, b;
+    h_proc *all[] = {&a, &b};
+    char nk[2][32], line[4096], want[4096];
+    h_chat_start(&s, all, 2, nk, NULL);
+    char text[1001];
+    memset(text, 't', 1000);
+    text[1000] = '\0';
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "/msg %s %s\n", nk[1], text);
+    cr_assert(h_send(&a, cmd));
+    snprintf(want, sizeof want, "[PM from %s] %s\r\n", nk[0], text);
+    h_expect_line(&b, want);
+    snprintf(want, sizeof want, "[PM to %s] %s\r\n", nk[1], text);
+    cr_assert(h_read_line(&a.out, line, sizeof line, H_WAIT_MS) > 0);
+    cr_assert(strcmp(line, want) == 0, "sender's echo is %zu bytes, want %zu", strlen(line),
+              strlen(want));
+    h_server_stop_all(&s, all, 2);
+}
 
 /* 3d. /join: leave notice in the old room, join notice in the new, "You are in", the new
  * room's history; afterwards the two rooms are separate. */
 static void join(const char *dispatch)
 {
     h_server s;
-    cr_assert(h_server_start(&s, "--dispatch", dispatch, "--history", "5", NULL),
-              "no banner");
     h_proc a, b, c, d;
     h_proc *all[] = {&a, &b, &c, &d};
     char nk[4][32], want[256];
-    h_chat_connect_n(&s, all, 4, 1, nk);
+    h_chat_start(&s, all, 4, nk, "--dispatch", dispatch, "--history", "5", NULL);
 
     /* c moves to dev (written "#Dev": '#' dropped, case-insensitive). */
     cr_assert(h_send(&c, "/join #Dev\n"));
@@ -352,20 +408,18 @@ static void join(const char *dispatch)
     cr_assert(h_read_line(&a.out, line, sizeof line, H_WAIT_MS) > 0);
     cr_assert(strncmp(line, "*** Error: ", 11) == 0, "/join bad.room: got \"%s\"", line);
     h_chat_relay(lb, 2, 1, nk[1], "last");
-    h_close_all(all, 4);
-    h_server_stop(&s);
+    h_server_stop_all(&s, all, 4);
 }
-PER_DISPATCH(join)
+H_EACH_DISPATCH(chat, join)
 
 /* 3e. /quit reason: Bye and EOF for the sender, the reason for the room; plain /quit. */
 static void quit(const char *dispatch)
 {
     h_server s;
-    cr_assert(h_server_start(&s, "--dispatch", dispatch, NULL), "no banner");
     h_proc a, b, c;
     h_proc *all[] = {&a, &b, &c};
     char nk[3][32], want[256];
-    h_chat_connect_n(&s, all, 3, 1, nk);
+    h_chat_start(&s, all, 3, nk, "--dispatch", dispatch, NULL);
 
     cr_assert(h_send(&c, "/quit gone fishing\n"));
     h_expect_line(&c, "*** Bye.\r\n");
@@ -381,21 +435,82 @@ static void quit(const char *dispatch)
     snprintf(want, sizeof want, "*** %s has left (quit).\r\n", nk[1]);
     h_expect_line(&a, want);
     cr_assert(h_server_wait_disconnected(&s, 1));
-    h_close_all(all, 3);
-    h_server_stop(&s);
+    h_server_stop_all(&s, all, 3);
 }
-PER_DISPATCH(quit)
+H_EACH_DISPATCH(chat, quit)
+
+/* Regression (review of src/server): lines that follow "/quit" in the same segment were
+ * still handled. "/quit" ends the session: a line sent after it must not be relayed to
+ * the room, and the room's next line is the leave notice. */
+static void quit_then_line(const char *dispatch)
+{
+    h_server s;
+    h_proc a, b;
+    h_proc *all[] = {&a, &b};
+    char nk[2][32], want[256];
+    h_chat_start(&s, all, 2, nk, "--dispatch", dispatch, NULL);
+    cr_assert(h_send(&a, "/quit bye\nsaid after quit\n/nick Zed\n"));
+    snprintf(want, sizeof want, "*** %s has left (quit: bye).\r\n", nk[0]);
+    h_expect_line(&b, want);
+    h_server_stop_all(&s, all, 2);
+}
+H_DISPATCH_TEST(chat, quit_then_line, pool, .timeout = 60)
+H_DISPATCH_TEST(chat, quit_then_line, inline, .timeout = 60)
+
+/* True when s is valid UTF-8. */
+static bool utf8_ok(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i];
+        size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
+                                                                                 : (c & 0xF8) == 0xF0 ? 4 : 0;
+        if (!len || i + len > n)
+            return false;
+        for (size_t k = 1; k < len; k++)
+            if ((s[i + k] & 0xC0) != 0x80)
+                return false;
+        i += len;
+    }
+    return true;
+}
+
+/* Regression (review of src/server): a /quit reason cut at 100 bytes split a UTF-8
+ * character in the leave notice. Everything relayed is valid UTF-8 (docs/protocol.md,
+ * Text safety). */
+Test(chat, quit_reason_valid_utf8, .timeout = 60)
+{
+    h_server s;
+    h_proc a, b;
+    h_proc *all[] = {&a, &b};
+    char nk[2][32], line[1024];
+    h_chat_start(&s, all, 2, nk, NULL);
+    char cmd[256] = "/quit ";
+    size_t len = strlen(cmd);
+    memset(cmd + len, 'r', 99);
+    len += 99;
+    for (int i = 0; i < 10; i++) {
+        memcpy(cmd + len, "\xC3\xA9", 2); /* é */
+        len += 2;
+    }
+    cmd[len++] = '\n';
+    cr_assert(h_write(a.in, cmd, len));
+    ssize_t n = h_read_line(&b.out, line, sizeof line, H_WAIT_MS);
+    cr_assert(n > 0);
+    cr_assert(strstr(line, "has left (quit: "), "got \"%s\"", line);
+    cr_assert(utf8_ok((const unsigned char *)line, (size_t)n),
+              "leave notice relayed to others is not valid UTF-8");
+    h_server_stop_all(&s, all, 2);
+}
 
 /* 4. History: a newcomer gets exactly the last N lines after "You are in", before live
  * ones; --history 0 gives none. */
 static void history(const char *n_hist, int n)
 {
     h_server s;
-    cr_assert(h_server_start(&s, "--history", n_hist, NULL), "no banner");
     h_proc a, b, c;
     h_proc *ab[] = {&a, &b};
     char nk[2][32], nc[32], want[256];
-    h_chat_connect_n(&s, ab, 2, 1, nk);
+    h_chat_start(&s, ab, 2, nk, "--history", n_hist, NULL);
     for (int i = 1; i <= 6; i++) {
         char text[32];
         snprintf(text, sizeof text, "msg %d", i);
@@ -411,8 +526,7 @@ static void history(const char *n_hist, int n)
     h_expect_line(&b, want);
     h_proc *all[] = {&a, &b, &c};
     h_chat_relay(all, 3, 0, nk[0], "live");
-    h_close_all(all, 3);
-    h_server_stop(&s);
+    h_server_stop_all(&s, all, 3);
 }
 
 Test(chat, history_3)
@@ -485,7 +599,7 @@ static void order(const char *dispatch)
     h_close_all(all, O_SENDERS + O_RECV);
     h_server_stop(&s);
 }
-PER_DISPATCH(order)
+H_EACH_DISPATCH(chat, order)
 
 /* 6. Hostile text is neutralised; valid UTF-8 passes byte for byte. */
 static void expect_sanitised(h_proc *const ab[], const char *nick, const char *in, size_t len,
@@ -500,11 +614,10 @@ static void expect_sanitised(h_proc *const ab[], const char *nick, const char *i
 Test(chat, hostile_text)
 {
     h_server s;
-    cr_assert(h_server_start(&s, NULL), "no banner");
     h_proc a, b;
     h_proc *ab[] = {&a, &b};
     char nk[2][32];
-    h_chat_connect_n(&s, ab, 2, 1, nk);
+    h_chat_start(&s, ab, 2, nk, NULL);
 #define SAN(in, out) expect_sanitised(ab, nk[0], in, sizeof(in) - 1, out)
     SAN("\x1b[31mred\x1b[0m plain\n", "red plain");                   /* CSI colour */
     SAN("a\x1b]0;evil title\x07" "b\n", "ab");                         /* OSC, BEL */
@@ -544,27 +657,34 @@ Test(chat, hostile_text)
     cr_assert(h_send(&a, "\x1b[2J\x1b[H\n"));
     h_chat_relay(ab, 2, 0, nk[0], "marker");
 #undef SAN
-    h_close_all(ab, 2);
-    h_server_stop(&s);
+    h_server_stop_all(&s, ab, 2);
 }
 
 /* The real nc: two netcat clients chat through the server (nc sends LF endings). */
+
+/* Starts nc as the online-th client, reads its welcome (copying the nickname into nick)
+ * and checks "*** You are in lobby (<online> user(s))." */
+static void nc_join(h_server *s, h_proc *p, int online, char nick[32])
+{
+    char line[1024], want[64];
+    cr_assert(h_nc_start(p, "127.0.0.1", s->port), "cannot start nc");
+    cr_assert(h_server_wait_connected(s, online));
+    cr_assert(h_read_line(&p->out, line, sizeof line, H_WAIT_MS) > 0);
+    cr_assert(sscanf(line, "*** Welcome to st_proactor, %31[^!]", nick) == 1, "got \"%s\"",
+              line);
+    snprintf(want, sizeof want, "*** You are in lobby (%d %s).\r\n", online,
+             online == 1 ? "user" : "users");
+    h_expect_line(p, want);
+}
+
 static void with_nc(const char *dispatch)
 {
     h_server s;
     cr_assert(h_server_start(&s, "--dispatch", dispatch, NULL), "no banner");
     h_proc a, b;
-    char line[1024], na[32] = "", nb[32] = "", want[256];
-    cr_assert(h_nc_start(&a, "127.0.0.1", s.port), "cannot start nc");
-    cr_assert(h_server_wait_connected(&s, 1));
-    cr_assert(h_read_line(&a.out, line, sizeof line, H_WAIT_MS) > 0);
-    cr_assert(sscanf(line, "*** Welcome to st_proactor, %31[^!]", na) == 1, "got \"%s\"", line);
-    h_expect_line(&a, "*** You are in lobby (1 user).\r\n");
-    cr_assert(h_nc_start(&b, "127.0.0.1", s.port), "cannot start nc");
-    cr_assert(h_server_wait_connected(&s, 2));
-    cr_assert(h_read_line(&b.out, line, sizeof line, H_WAIT_MS) > 0);
-    cr_assert(sscanf(line, "*** Welcome to st_proactor, %31[^!]", nb) == 1, "got \"%s\"", line);
-    h_expect_line(&b, "*** You are in lobby (2 users).\r\n");
+    char na[32] = "", nb[32] = "", want[256];
+    nc_join(&s, &a, 1, na);
+    nc_join(&s, &b, 2, nb);
     snprintf(want, sizeof want, "*** %s has joined lobby.\r\n", nb);
     h_expect_line(&a, want);
     h_proc *ab[] = {&a, &b};
@@ -584,4 +704,4 @@ static void with_nc(const char *dispatch)
     h_proc_close(&b);
     h_server_stop(&s);
 }
-PER_DISPATCH(with_nc)
+H_EACH_DISPATCH(chat, with_nc)

@@ -18,11 +18,6 @@
 
 TestSuite(chat_limits, .timeout = 60, .fini = h_cleanup);
 
-#define PER_DISPATCH(name)                                                                 \
-    Test(chat_limits, name##_pool) { name("pool"); }                                       \
-    Test(chat_limits, name##_thread) { name("thread"); }                                   \
-    Test(chat_limits, name##_inline) { name("inline"); }
-
 static void sleep_ms(int ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
@@ -34,12 +29,10 @@ static void sleep_ms(int ms)
 static void max_line(const char *dispatch)
 {
     h_server s;
-    cr_assert(h_server_start(&s, "--dispatch", dispatch, "--max-line", "100", NULL),
-              "no banner");
     h_proc a, b, c;
     h_proc *all[] = {&a, &b, &c};
     char nk[3][32];
-    h_chat_connect_n(&s, all, 3, 1, nk);
+    h_chat_start(&s, all, 3, nk, "--dispatch", dispatch, "--max-line", "100", NULL);
     static const char err[] = "*** Error: line too long (max 100 bytes); it was not sent.\r\n";
 
     char longl[160];
@@ -86,21 +79,57 @@ static void max_line(const char *dispatch)
     /* Nothing of either long line reached anyone: the next lines are markers. */
     h_chat_relay(all, 3, 1, nk[1], "b after long line");
     h_chat_relay(all, 3, 2, nk[2], "marker");
-    h_close_all(all, 3);
-    h_server_stop(&s);
+    h_server_stop_all(&s, all, 3);
 }
-PER_DISPATCH(max_line)
+H_EACH_DISPATCH(chat_limits, max_line)
+
+/* Regression (review of src/server): one legal line (within --max-line) got every *other*
+ * client dropped as "too slow".  Sanitising can triple a line (each invalid byte
+ * becomes U+FFFD), so --sendq must hold two of the longest: --sendq 4K with the
+ * default --max-line 2048 is refused at start, and with the smallest accepted value
+ * a 1500-byte line of invalid UTF-8 (4500 bytes once sanitised) reaches everyone. */
+Test(chat_limits, long_line_drops_everyone_else, .timeout = 60)
+{
+    h_proc p;
+    char *argv[] = {(char *)h_server_path(), "--port", "0", "--sendq", "4K", NULL};
+    cr_assert_eq(h_spawn(&p, argv, true), 0);
+    cr_assert(h_proc_wait(&p, H_WAIT_MS));
+    cr_assert(WIFEXITED(p.status) && WEXITSTATUS(p.status) == 2, "--sendq 4K was accepted");
+    char err[1024];
+    h_read_all(&p.err, err, sizeof err, H_WAIT_MS);
+    cr_assert(strstr(err, "--sendq") != NULL, "error does not name --sendq: %s", err);
+    h_proc_close(&p);
+
+    h_server s;
+    h_proc a, b, c;
+    h_proc *all[] = {&a, &b, &c};
+    char nk[3][32], line[16384];
+    h_chat_start(&s, all, 3, nk, "--sendq", "12416", "--flood", "0", NULL);
+    char msg[1502];
+    memset(msg, 0xC0, 1500);
+    msg[1500] = '\n';
+    msg[1501] = '\0';
+    cr_assert(h_send(&a, msg));
+    char pre[64];
+    snprintf(pre, sizeof pre, "<%s> ", nk[0]);
+    for (int k = 1; k < 3; k++) {
+        ssize_t n = h_read_line(&all[k]->out, line, sizeof line, H_WAIT_MS);
+        cr_assert(n > 0, "client %d: %s", k, n ? "timeout" : "EOF (dropped)");
+        cr_assert(strncmp(line, pre, strlen(pre)) == 0,
+                  "client %d did not get a's line; got \"%.80s\" (dropped?)", k, line);
+    }
+    h_server_stop_all(&s, all, 3);
+}
 
 /* 9. --flood 5:5: 40 lines at once are all delivered, in order, no faster than the rate
  * allows (lower bound only), and another client's line is not held up behind them. */
 Test(chat_limits, flood)
 {
     h_server s;
-    cr_assert(h_server_start(&s, "--flood", "5:5", NULL), "no banner");
     h_proc a, b, c;
     h_proc *all[] = {&a, &b, &c};
     char nk[3][32], line[1024], want[256];
-    h_chat_connect_n(&s, all, 3, 1, nk);
+    h_chat_start(&s, all, 3, nk, "--flood", "5:5", NULL);
 
     char burst[40 * 16];
     size_t len = 0;
@@ -139,8 +168,7 @@ Test(chat_limits, flood)
         h_expect_line(&b, w);
     }
     h_chat_relay(all, 3, 0, nk[0], "flooder still here");
-    h_close_all(all, 3);
-    h_server_stop(&s);
+    h_server_stop_all(&s, all, 3);
 }
 
 /* Connects a client with a tiny receive buffer that never reads. */
@@ -166,13 +194,10 @@ static void connect_small_rcvbuf(h_proc *p, int port)
 static void slow_reader(const char *dispatch)
 {
     h_server s;
-    cr_assert(h_server_start(&s, "--dispatch", dispatch, "--sendq", "16384", "--flood", "0",
-                             NULL),
-              "no banner");
     h_proc a, b, x;
     h_proc *ab[] = {&a, &b};
     char nk[2][32], nx[32] = "", line[1024];
-    h_chat_connect_n(&s, ab, 2, 1, nk);
+    h_chat_start(&s, ab, 2, nk, "--dispatch", dispatch, "--sendq", "16384", "--flood", "0", NULL);
     connect_small_rcvbuf(&x, s.port);
     cr_assert(h_server_wait_connected(&s, 3));
     /* x's nick from the join notice (x itself never reads). */
@@ -223,20 +248,70 @@ static void slow_reader(const char *dispatch)
     h_expect_line(&a, notice);
     h_chat_relay(ab, 2, 1, nk[1], "after the slow one");
     h_proc_close(&x);
-    h_close_all(ab, 2);
+    h_server_stop_all(&s, ab, 2);
+}
+H_EACH_DISPATCH(chat_limits, slow_reader)
+
+/* Regression (review of src/server): a --history bigger than the --sendq got every
+ * newcomer dropped as "too slow" on connect. A newcomer gets the room's history, but
+ * never more than half its --sendq: the newest lines that fit, in order. */
+static void history_vs_sendq(const char *dispatch)
+{
+    h_server s;
+    cr_assert(h_server_start(&s, "--dispatch", dispatch, "--max-line", "200", "--sendq", "2K",
+                             "--flood", "0", "--history", "20", NULL),
+              "no banner");
+    h_proc a, c;
+    char na[32], nc[32], line[1024], want[512];
+    cr_assert(h_chat_connect(&s, &a, 1, na, sizeof na));
+    char pad[121];
+    memset(pad, 'h', 120);
+    pad[120] = '\0';
+    for (int i = 0; i < 20; i++) {
+        char buf[200];
+        snprintf(buf, sizeof buf, "%02d %s\n", i, pad);
+        cr_assert(h_send(&a, buf));
+    }
+    /* a never hears its own lines, so use /who to know they were handled. */
+    cr_assert(h_send(&a, "/who\n"));
+    cr_assert(h_wait_line(&a.out, "1 user in lobby", NULL, line, sizeof line, H_WAIT_MS));
+    cr_assert(h_chat_connect(&s, &c, 2, nc, sizeof nc), "newcomer was refused");
+    /* Then a marker from a: everything before it is history. */
+    cr_assert(h_wait_line(&a.out, "has joined lobby", NULL, line, sizeof line, H_WAIT_MS));
+    cr_assert(h_send(&a, "marker\n"));
+    int first = -1, got = 0;
+    for (;;) {
+        ssize_t n = h_read_line(&c.out, line, sizeof line, H_WAIT_MS);
+        cr_assert(n > 0, "newcomer: %s after %d history lines", n ? "timeout" : "EOF (dropped)",
+                  got);
+        snprintf(want, sizeof want, "<%s> marker\r\n", na);
+        if (strcmp(line, want) == 0)
+            break;
+        int i = atoi(line + strlen(na) + 3);
+        if (first < 0)
+            first = i;
+        snprintf(want, sizeof want, "<%s> %02d %s\r\n", na, first + got, pad);
+        cr_assert_str_eq(line, want);
+        got++;
+    }
+    cr_assert(got > 0 && got < 20, "replayed %d of 20 history lines (want the newest that fit 1K)",
+              got);
+    cr_assert_eq(first + got, 20, "the replay does not end with the newest line");
+    h_proc_close(&a);
+    h_proc_close(&c);
     h_server_stop(&s);
 }
-PER_DISPATCH(slow_reader)
+H_DISPATCH_TEST(chat_limits, history_vs_sendq, inline, .timeout = 60)
+H_DISPATCH_TEST(chat_limits, history_vs_sendq, pool, .timeout = 60)
 
 /* 11. --max-clients 2 */
 Test(chat_limits, max_clients)
 {
     h_server s;
-    cr_assert(h_server_start(&s, "--max-clients", "2", NULL), "no banner");
     h_proc a, b, c;
     h_proc *ab[] = {&a, &b};
     char nk[2][32];
-    h_chat_connect_n(&s, ab, 2, 1, nk);
+    h_chat_start(&s, ab, 2, nk, "--max-clients", "2", NULL);
     cr_assert(h_tcp_connect(&c, "127.0.0.1", s.port));
     h_expect_line(&c, "*** Server full (2 clients), try again later.\r\n");
     h_expect_eof(&c, H_WAIT_MS);
@@ -255,8 +330,7 @@ Test(chat_limits, max_clients)
     snprintf(want, sizeof want, "*** %s has joined lobby.\r\n", nb);
     h_expect_line(&a, want);
     h_chat_relay(ab, 2, 1, nb, "back in");
-    h_close_all(ab, 2);
-    h_server_stop(&s);
+    h_server_stop_all(&s, ab, 2);
 }
 
 /* 12. --idle-timeout 2 */
@@ -322,7 +396,21 @@ Test(chat_limits, idle_timeout)
     h_proc *ad[] = {&a, &d};
     h_chat_relay(ad, 2, 0, nk[0], "still here");
     h_proc_close(&c);
-    h_close_all(ad, 2);
+    h_server_stop_all(&s, ad, 2);
+}
+
+/* Regression (review of src/server): an idle kick wrote the chat-mode "*** Idle
+ * timeout." line into a raw relay. --raw: no welcome text, no prefix, no server text at
+ * all; an idle client's stream just ends. */
+Test(chat_limits, raw_idle_no_chat_text, .timeout = 60)
+{
+    h_server s;
+    cr_assert(h_server_start(&s, "--raw", "--idle-timeout", "1", NULL), "no banner");
+    h_proc a;
+    cr_assert(h_tcp_connect(&a, "127.0.0.1", s.port));
+    cr_assert(h_server_wait_connected(&s, 1));
+    h_expect_eof(&a, H_WAIT_MS);
+    h_proc_close(&a);
     h_server_stop(&s);
 }
 
@@ -330,11 +418,10 @@ Test(chat_limits, idle_timeout)
 static void vanish(const char *dispatch)
 {
     h_server s;
-    cr_assert(h_server_start(&s, "--dispatch", dispatch, NULL), "no banner");
     h_proc a, b, r, h;
     h_proc *all[] = {&a, &b, &r, &h};
     char nk[4][32], want[128];
-    h_chat_connect_n(&s, all, 4, 1, nk);
+    h_chat_start(&s, all, 4, nk, "--dispatch", dispatch, NULL);
 
     cr_assert(h_send(&r, "half a li"));
     h_chat_relay(all, 4, 0, nk[0], "round trip"); /* the server has r's bytes */
@@ -366,17 +453,59 @@ static void vanish(const char *dispatch)
     h_proc_close(&c);
     h_server_stop(&s);
 }
-PER_DISPATCH(vanish)
+H_EACH_DISPATCH(chat_limits, vanish)
+
+/* Regression (review of src/server), churn: clients rename, hop rooms, /msg and /who
+ * each other and vanish (quit, reset, close) all at once, while an idle timer runs. Run under ASan/TSan: the
+ * server must report nothing and exit 0 on SIGTERM with clients still connected. */
+static void churn(const char *dispatch)
+{
+    h_server s;
+    cr_assert(h_server_start(&s, "--dispatch", dispatch, "--flood", "0", "--idle-timeout", "1",
+                             "--history", "5", NULL),
+              "no banner");
+    enum { N = 8, ROUNDS = 6 };
+    h_proc c[N];
+    char nk[N][32];
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int i = 0; i < N; i++) {
+            cr_assert(h_tcp_connect(&c[i], "127.0.0.1", s.port));
+            snprintf(nk[i], sizeof nk[i], "n%d_%d", round, i);
+        }
+        for (int k = 0; k < 20; k++) {
+            for (int i = 0; i < N; i++) {
+                char buf[1024];
+                int j = (i + k + 1) % N;
+                snprintf(buf, sizeof buf,
+                         "/nick %s%c\n/join r%d\nhello %d\n/msg %s%c pm %d\n/who\n/rooms\n"
+                         "/me waves\n/msg n%d_%d x\n/join lobby\n/nick %s\n",
+                         nk[i], 'a' + k % 3, (i + k) % 3, k, nk[j], 'a' + k % 3, k, round, j,
+                         nk[i]);
+                h_write(c[i].in, buf, strlen(buf)); /* may fail once the peer is gone */
+            }
+        }
+        for (int i = 0; i < N; i++) {
+            switch (i % 3) {
+            case 0: h_send(&c[i], "/quit churn\n"); h_proc_close(&c[i]); break;
+            case 1: h_tcp_reset(&c[i]); break;
+            default: if (round + 1 < ROUNDS) h_proc_close(&c[i]); break;
+            }
+        }
+    }
+    h_server_stop(&s);
+    for (int i = 2; i < N; i += 3)
+        h_proc_close(&c[i]);
+}
+H_EACH_DISPATCH(chat_limits, churn, .timeout = 120)
 
 /* 14. SIGTERM: every client gets "*** Server shutting down." then EOF; exit 0. */
 static void sigterm(const char *dispatch)
 {
     h_server s;
-    cr_assert(h_server_start(&s, "--dispatch", dispatch, NULL), "no banner");
     h_proc a, b, c;
     h_proc *all[] = {&a, &b, &c};
     char nk[3][32];
-    h_chat_connect_n(&s, all, 3, 1, nk);
+    h_chat_start(&s, all, 3, nk, "--dispatch", dispatch, NULL);
     h_chat_relay(all, 3, 0, nk[0], "before");
     cr_assert(h_proc_stop(&s.proc, SIGTERM, H_WAIT_MS), "server still running after SIGTERM");
     int st = s.proc.status;
@@ -401,10 +530,9 @@ static void sigterm(const char *dispatch)
         }
         cr_assert(bye, "client %d did not get \"*** Server shutting down.\"", i);
     }
-    h_close_all(all, 3);
-    h_server_stop(&s);
+    h_server_stop_all(&s, all, 3);
 }
-PER_DISPATCH(sigterm)
+H_EACH_DISPATCH(chat_limits, sigterm)
 
 /* 15. --raw: no welcome, no prefix; the raw overlong error. */
 Test(chat_limits, raw_mode)
@@ -413,10 +541,7 @@ Test(chat_limits, raw_mode)
     cr_assert(h_server_start(&s, "--raw", "--max-line", "100", NULL), "no banner");
     h_proc a, b;
     h_proc *ab[] = {&a, &b};
-    cr_assert(h_tcp_connect(&a, "127.0.0.1", s.port));
-    cr_assert(h_server_wait_connected(&s, 1));
-    cr_assert(h_tcp_connect(&b, "127.0.0.1", s.port));
-    cr_assert(h_server_wait_connected(&s, 2));
+    h_connect_all(&s, ab, 2, 0);
     /* The first line either gets is the other's line, byte for byte. */
     h_relay(ab, 2, 0, "/who \x1b[31mraw\n");
     h_relay(ab, 2, 1, "back\r\n");
@@ -427,6 +552,5 @@ Test(chat_limits, raw_mode)
     h_expect_line(&a, "Error: line too long (max 100 bytes)\r\n");
     h_relay(ab, 2, 0, "after long\n");
     h_relay(ab, 2, 1, "marker\n");
-    h_close_all(ab, 2);
-    h_server_stop(&s);
+    h_server_stop_all(&s, ab, 2);
 }

@@ -13,49 +13,21 @@
 
 TestSuite(chat_options, .timeout = 60, .fini = h_cleanup);
 
-/* Runs the server with args (no --port 0 added); returns its stdout+stderr. */
-static int run(const char *const args[], char *out, size_t out_cap, char *err,
-               size_t err_cap)
-{
-    char *argv[32];
-    int n = 0;
-    argv[n++] = (char *)h_server_path();
-    for (int i = 0; args[i] && n < 31; i++)
-        argv[n++] = (char *)args[i];
-    argv[n] = NULL;
-    h_proc p;
-    cr_assert(h_spawn(&p, argv, true) == 0, "cannot start %s", h_server_path());
-    close(p.in);
-    p.in = -1;
-    cr_assert(h_read_all(&p.out, out, out_cap, H_WAIT_MS) >= 0, "%s: stdout did not end",
-              args[0]);
-    cr_assert(h_read_all(&p.err, err, err_cap, H_WAIT_MS) >= 0, "%s: stderr did not end",
-              args[0]);
-    bool exited = h_proc_wait(&p, H_WAIT_MS);
-    if (!exited)
-        h_proc_stop(&p, SIGKILL, H_WAIT_MS);
-    cr_assert(exited, "%s: still running", args[0]);
-    int st = p.status;
-    h_proc_close(&p);
-    cr_assert(WIFEXITED(st), "%s: killed by a signal", args[0]);
-    return WEXITSTATUS(st);
-}
-
 Test(chat_options, version)
 {
     char out[4096], err[4096];
     const char *args[] = {"--version", NULL};
-    cr_assert_eq(run(args, out, sizeof out, err, sizeof err), 0);
+    cr_assert_eq(h_server_run_to_exit(args, out, sizeof out, err, sizeof err), 0);
     cr_assert(strstr(out, "st_proactor"), "--version printed \"%s\"", out);
     const char *args2[] = {"-V", NULL};
-    cr_assert_eq(run(args2, out, sizeof out, err, sizeof err), 0);
+    cr_assert_eq(h_server_run_to_exit(args2, out, sizeof out, err, sizeof err), 0);
 }
 
 Test(chat_options, help_mentions_every_option)
 {
     char out[16384], err[4096];
     const char *args[] = {"--help", NULL};
-    cr_assert_eq(run(args, out, sizeof out, err, sizeof err), 0);
+    cr_assert_eq(h_server_run_to_exit(args, out, sizeof out, err, sizeof err), 0);
     const char *opts[] = {"--port",        "--bind",    "--raw",       "--dispatch",
                           "--threads",     "--backend", "--max-clients", "--max-line",
                           "--sendq",       "--flood",   "--idle-timeout", "--history",
@@ -69,7 +41,7 @@ static void bad_value(const char *opt, const char *val)
 {
     char out[4096], err[4096];
     const char *args[] = {"--port", "0", opt, val, NULL};
-    int rc = run(args, out, sizeof out, err, sizeof err);
+    int rc = h_server_run_to_exit(args, out, sizeof out, err, sizeof err);
     cr_assert_eq(rc, 2, "%s '%s': exit %d, want 2 (stderr: %s)", opt, val, rc, err);
     size_t len = strlen(err);
     cr_assert(len > 0 && err[len - 1] == '\n' && memchr(err, '\n', len) == err + len - 1,

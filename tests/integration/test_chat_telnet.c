@@ -76,11 +76,10 @@ static void expect_reply(h_proc *p, const char *send, size_t send_len, const cha
 static void negotiation(const char *dispatch)
 {
     h_server s;
-    cr_assert(h_server_start(&s, "--dispatch", dispatch, NULL), "no banner");
     h_proc a, b;
     h_proc *ab[] = {&a, &b};
     char nk[2][32], want[256];
-    h_chat_connect_n(&s, ab, 2, 1, nk);
+    h_chat_start(&s, ab, 2, nk, "--dispatch", dispatch, NULL);
 
 #define REPLY(send, want, what) expect_reply(&a, send, sizeof(send) - 1, want, sizeof(want) - 1, what)
     REPLY(IAC DO "\x01", IAC WONT "\x01", "DO ECHO");
@@ -121,21 +120,7 @@ static void negotiation(const char *dispatch)
     h_proc_close(&b);
     h_server_stop(&s);
 }
-
-Test(chat_telnet, negotiation_pool)
-{
-    negotiation("pool");
-}
-
-Test(chat_telnet, negotiation_thread)
-{
-    negotiation("thread");
-}
-
-Test(chat_telnet, negotiation_inline)
-{
-    negotiation("inline");
-}
+H_EACH_DISPATCH(chat_telnet, negotiation)
 
 /* The real telnet client in a pty logs in, sends a line, receives one. */
 Test(chat_telnet, real_telnet_client)

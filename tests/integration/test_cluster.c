@@ -53,17 +53,45 @@ static void redis_stop(redis *r)
     h_proc_close(&r->proc);
 }
 
-static void node_start(h_server *s, const redis *r, const char *name, bool optional)
+/* Starts a node (called name in the messages) with "--cluster" r's URL and the extra
+ * arguments (NULL-terminated), and waits until it has connected to Redis, which an
+ * optional node need not. */
+static void node_start_with(h_server *s, const redis *r, const char *name, bool optional,
+                            const char *const extra[])
 {
-    if (optional)
-        cr_assert(h_server_start(s, "--cluster", r->url, "--node-name", name,
-                                 "--cluster-optional", NULL), "node %s did not start", name);
-    else
-        cr_assert(h_server_start(s, "--cluster", r->url, "--node-name", name, NULL),
-                  "node %s did not start", name);
+    const char *args[16] = {"--port", "0", "--cluster", r->url};
+    int n = 4;
+    for (int i = 0; extra[i] && n < 15; i++)
+        args[n++] = extra[i];
+    args[n] = NULL;
+    cr_assert(h_server_start_argv(s, args), "node %s did not start", name);
     cr_assert(h_wait_line(&s->proc.err, "cluster: connected to Redis", NULL, NULL, 0, H_WAIT_MS) ||
                   optional,
               "node %s never connected to Redis", name);
+}
+
+/* A node named name (--node-name), with --cluster-optional when optional. */
+static void node_start(h_server *s, const redis *r, const char *name, bool optional)
+{
+    node_start_with(s, r, name, optional,
+                    (const char *const[]){"--node-name", name,
+                                          optional ? "--cluster-optional" : NULL, NULL});
+}
+
+/* A Redis on a free port and two nodes on it, "a" and "b". */
+static void cluster_start(redis *r, h_server *a, h_server *b)
+{
+    redis_start(r, 0);
+    node_start(a, r, "a", false);
+    node_start(b, r, "b", false);
+}
+
+/* Stops the two nodes (h_server_stop's checks), then Redis. */
+static void cluster_stop(redis *r, h_server *a, h_server *b)
+{
+    h_server_stop(a);
+    h_server_stop(b);
+    redis_stop(r);
 }
 
 /* Connects a client (the n-th on its node), renames it, drains the rename answer. */
@@ -94,10 +122,8 @@ static bool next_message(h_proc *p, char *out, size_t cap)
 Test(cluster, one_room_across_nodes_in_one_order)
 {
     redis r;
-    redis_start(&r, 0);
     h_server a, b;
-    node_start(&a, &r, "a", false);
-    node_start(&b, &r, "b", false);
+    cluster_start(&r, &a, &b);
     h_proc ana, a2, bob, b2;
     client(&a, &ana, 1, "ana");
     client(&a, &a2, 2, "watcher_a");
@@ -138,9 +164,7 @@ Test(cluster, one_room_across_nodes_in_one_order)
         cr_expect(strncmp(line, "<ana> ", 6) == 0, "bob got %s", line);
     }
     h_close_all((h_proc *const[]){&ana, &a2, &bob, &b2}, 4);
-    h_server_stop(&a);
-    h_server_stop(&b);
-    redis_stop(&r);
+    cluster_stop(&r, &a, &b);
 }
 
 Test(cluster, redis_restart_mid_conversation)
@@ -217,8 +241,7 @@ Test(cluster, slow_redis_is_bounded)
     redis r;
     redis_start(&r, 0);
     h_server a;
-    cr_assert(h_server_start(&a, "--cluster", r.url, "--flood", "0", NULL));
-    cr_assert(h_wait_line(&a.proc.err, "cluster: connected to Redis", NULL, NULL, 0, H_WAIT_MS));
+    node_start_with(&a, &r, "a", false, (const char *const[]){"--flood", "0", NULL});
     h_proc p, q;
     char pn[32], qn[32], line[256];
     cr_assert(h_chat_connect(&a, &p, 1, pn, sizeof pn));
@@ -249,10 +272,8 @@ Test(cluster, slow_redis_is_bounded)
 Test(cluster, notices_cross_nodes)
 {
     redis r;
-    redis_start(&r, 0);
     h_server a, b;
-    node_start(&a, &r, "a", false);
-    node_start(&b, &r, "b", false);
+    cluster_start(&r, &a, &b);
     h_proc p, q;
     char pn[32], qn[32], want[128];
     cr_assert(h_chat_connect(&a, &p, 1, pn, sizeof pn));
@@ -266,19 +287,14 @@ Test(cluster, notices_cross_nodes)
     cr_assert(h_wait_line(&p.out, "*** quentin has left (quit: bye).", NULL, NULL, 0, H_WAIT_MS),
               "no leave notice across");
     h_close_all((h_proc *const[]){&p, &q}, 2);
-    h_server_stop(&a);
-    h_server_stop(&b);
-    redis_stop(&r);
+    cluster_stop(&r, &a, &b);
 }
 
 /* Starts a node that drops a crashed peer's users after ttl seconds. */
 static void node_start_ttl(h_server *s, const redis *r, const char *name, const char *ttl)
 {
-    cr_assert(h_server_start(s, "--cluster", r->url, "--node-name", name, "--cluster-ttl", ttl,
-                             NULL),
-              "node %s did not start", name);
-    cr_assert(h_wait_line(&s->proc.err, "cluster: connected to Redis", NULL, NULL, 0, H_WAIT_MS),
-              "node %s never connected to Redis", name);
+    node_start_with(s, r, name, false,
+                    (const char *const[]){"--node-name", name, "--cluster-ttl", ttl, NULL});
 }
 
 /* Sends a command and returns (in out) the first answer line starting with prefix. */
@@ -301,14 +317,26 @@ static void nick_answer(h_proc *p, const char *name, char *out, size_t cap)
     }
 }
 
+/* Asks p for /nick name until the answer is not "taken", for up to H_WAIT_MS. Returns
+ * whether the name was free in time; line holds the last answer. */
+static bool wait_nick_free(h_proc *p, const char *name, char *line, size_t cap)
+{
+    bool taken = true;
+    for (long long end = h_now_ms() + H_WAIT_MS; taken && h_now_ms() < end;) {
+        nick_answer(p, name, line, cap);
+        taken = strstr(line, "taken") != NULL;
+        if (taken)
+            usleep(100000);
+    }
+    return !taken;
+}
+
 /* Guest names and chosen names are unique in the whole cluster, whatever the case. */
 Test(cluster, names_unique_across_nodes)
 {
     redis r;
-    redis_start(&r, 0);
     h_server a, b;
-    node_start(&a, &r, "a", false);
-    node_start(&b, &r, "b", false);
+    cluster_start(&r, &a, &b);
     enum { EACH = 4 };
     h_proc c[2 * EACH];
     char names[2 * EACH][32], line[256];
@@ -328,29 +356,18 @@ Test(cluster, names_unique_across_nodes)
     ask(&c[2], "/nick zed\n", "*** You are now known as zed.", line, sizeof line);
     cr_assert(h_send(&c[2], "/quit\n"));
     cr_assert(h_wait_line(&c[2].out, "*** Bye.", NULL, NULL, 0, H_WAIT_MS));
-    bool taken = true;
-    for (long long end = h_now_ms() + H_WAIT_MS; taken && h_now_ms() < end;) {
-        nick_answer(&c[3], "zed", line, sizeof line);
-        taken = strstr(line, "taken") != NULL;
-        if (taken)
-            usleep(100000);
-    }
-    cr_expect(!taken, "zed was never freed: %s", line);
+    cr_expect(wait_nick_free(&c[3], "zed", line, sizeof line), "zed was never freed: %s", line);
     for (int i = 0; i < 2 * EACH; i++)
         h_proc_close(&c[i]);
-    h_server_stop(&a);
-    h_server_stop(&b);
-    redis_stop(&r);
+    cluster_stop(&r, &a, &b);
 }
 
 /* /who and /rooms list every node's users; /msg reaches a user on another node. */
 Test(cluster, who_rooms_and_msg_across_nodes)
 {
     redis r;
-    redis_start(&r, 0);
     h_server a, b;
-    node_start(&a, &r, "a", false);
-    node_start(&b, &r, "b", false);
+    cluster_start(&r, &a, &b);
     h_proc ana, bob, cy;
     char line[512];
     client(&a, &ana, 1, "ana");
@@ -377,9 +394,7 @@ Test(cluster, who_rooms_and_msg_across_nodes)
     cr_assert(h_wait_line(&bob.out, "*** 2 users in lobby", NULL, NULL, 0, H_WAIT_MS));
     cr_assert(h_wait_line(&ana.out, "<bob> after who", NULL, NULL, 0, H_WAIT_MS));
     h_close_all((h_proc *const[]){&ana, &bob, &cy}, 3);
-    h_server_stop(&a);
-    h_server_stop(&b);
-    redis_stop(&r);
+    cluster_stop(&r, &a, &b);
 }
 
 /* Whether /who on p lists name. */
@@ -444,13 +459,7 @@ Test(cluster, crashed_node_users_vanish_after_ttl)
     ask(&ana, "/msg carol hello\n", "*** Error", line, sizeof line);
     cr_expect_str_eq(line, "*** Error: no user named carol.\r\n");
     /* The name expires with the list (within the few milliseconds between them). */
-    bool taken = true;
-    for (long long end = h_now_ms() + H_WAIT_MS; taken && h_now_ms() < end;) {
-        nick_answer(&ana, "carol", line, sizeof line);
-        taken = strstr(line, "taken") != NULL;
-        if (taken)
-            usleep(100000);
-    }
+    wait_nick_free(&ana, "carol", line, sizeof line);
     cr_expect_str_eq(line, "*** You are now known as carol.\r\n");
 
     h_server_stop(&c); /* SIGTERM: dan leaves the lists at once, and says so */
@@ -469,10 +478,8 @@ Test(cluster, crashed_node_users_vanish_after_ttl)
 Test(cluster, names_written_again_after_redis_restart)
 {
     redis r;
-    redis_start(&r, 0);
     h_server a, b;
-    node_start(&a, &r, "a", false);
-    node_start(&b, &r, "b", false);
+    cluster_start(&r, &a, &b);
     h_proc ana, bob;
     char line[512];
     client(&a, &ana, 1, "ana");
@@ -491,9 +498,7 @@ Test(cluster, names_written_again_after_redis_restart)
     ask(&ana, "/who\n", " in lobby", line, sizeof line);
     cr_expect_str_eq(line, "*** 2 users in lobby: ana, bob\r\n");
     h_close_all((h_proc *const[]){&ana, &bob}, 2);
-    h_server_stop(&a);
-    h_server_stop(&b);
-    redis_stop(&r);
+    cluster_stop(&r, &a, &b);
 }
 
 /* Makes Redis sleep for ms milliseconds (it answers nobody meanwhile); returns the
@@ -532,14 +537,8 @@ Test(cluster, connection_lost_during_a_rename)
     ask(&bob, "/msg zoe are you there?\n", "zoe", line, sizeof line);
     cr_expect_str_eq(line, "*** Error: no user named zoe.\r\n");
     h_proc_close(&slow);
-    bool taken = true;
-    for (long long end = h_now_ms() + H_WAIT_MS; taken && h_now_ms() < end;) {
-        nick_answer(&bob, "zoe", line, sizeof line);
-        taken = strstr(line, "taken") != NULL;
-        if (taken)
-            usleep(100000);
-    }
-    cr_expect(!taken, "zoe stayed taken after ana left: %s", line);
+    cr_expect(wait_nick_free(&bob, "zoe", line, sizeof line), "zoe stayed taken after ana left: %s",
+              line);
     h_proc_close(&bob);
     h_server_stop(&a);
     redis_stop(&r);
@@ -578,9 +577,7 @@ Test(cluster, rename_when_redis_is_too_slow)
     ask(&bob, "/nick ana\n", "*** Error", line, sizeof line);
     cr_expect_str_eq(line, "*** Error: the nickname ana is taken (on another server).\r\n");
     h_close_all((h_proc *const[]){&ana, &bob}, 2);
-    h_server_stop(&a);
-    h_server_stop(&b);
-    redis_stop(&r);
+    cluster_stop(&r, &a, &b);
 }
 
 /* Commands that ask Redis keep to the flood limit like any other line. */
@@ -589,8 +586,7 @@ Test(cluster, questions_keep_to_the_flood_limit)
     redis r;
     redis_start(&r, 0);
     h_server a;
-    cr_assert(h_server_start(&a, "--cluster", r.url, "--flood", "2:2", NULL));
-    cr_assert(h_wait_line(&a.proc.err, "cluster: connected to Redis", NULL, NULL, 0, H_WAIT_MS));
+    node_start_with(&a, &r, "a", false, (const char *const[]){"--flood", "2:2", NULL});
     h_proc p;
     char name[32], line[512];
     cr_assert(h_chat_connect(&a, &p, 1, name, sizeof name));

@@ -149,18 +149,4 @@ static void load(const char *dispatch)
     free(cl);
     h_server_stop(&s);
 }
-
-Test(load, pool)
-{
-    load("pool");
-}
-
-Test(load, thread)
-{
-    load("thread");
-}
-
-Test(load, inline_dispatch)
-{
-    load("inline");
-}
+H_EACH_DISPATCH(load, load)

@@ -20,10 +20,7 @@ static void three_nc(const char *dispatch)
     cr_assert(h_server_start(&s, "--raw", "--dispatch", dispatch, NULL), "no banner");
     h_proc a, b, c;
     h_proc *all[] = {&a, &b, &c};
-    for (int i = 0; i < 3; i++) {
-        cr_assert(h_nc_start(all[i], "127.0.0.1", s.port), "cannot start nc");
-        cr_assert(h_server_wait_connected(&s, i + 1), "no \"(%d online)\" logged", i + 1);
-    }
+    h_connect_all(&s, all, 3, 3);
     h_relay(all, 3, 0, "hello from a\n");
     h_relay(all, 3, 1, "hello from b\n");
     h_relay(all, 3, 2, "hello from c, with  spaces\tand a tab\n");
@@ -34,21 +31,7 @@ static void three_nc(const char *dispatch)
         h_proc_close(all[i]);
     h_server_stop(&s);
 }
-
-Test(relay, three_nc_pool)
-{
-    three_nc("pool");
-}
-
-Test(relay, three_nc_thread)
-{
-    three_nc("thread");
-}
-
-Test(relay, three_nc_inline)
-{
-    three_nc("inline");
-}
+H_EACH_DISPATCH(relay, three_nc)
 
 Test(relay, ipv6_and_ipv4_clients)
 {
@@ -78,10 +61,7 @@ Test(relay, partial_line)
     cr_assert(h_server_start(&s, "--raw", NULL), "no banner");
     h_proc a, b, c;
     h_proc *all[] = {&a, &b, &c};
-    for (int i = 0; i < 3; i++) {
-        cr_assert(h_tcp_connect(all[i], "127.0.0.1", s.port));
-        cr_assert(h_server_wait_connected(&s, i + 1));
-    }
+    h_connect_all(&s, all, 3, 0);
     cr_assert(h_send(&a, "hel"));
     h_relay(all, 3, 1, "between\n"); /* a round trip; c's next line is not "hel" */
     cr_assert(h_send(&a, "lo\n"));
@@ -104,10 +84,7 @@ Test(relay, write_then_close)
     cr_assert(h_server_start(&s, "--raw", NULL), "no banner");
     h_proc a, b, c;
     h_proc *all[] = {&a, &b, &c};
-    for (int i = 0; i < 3; i++) {
-        cr_assert(h_tcp_connect(all[i], "127.0.0.1", s.port));
-        cr_assert(h_server_wait_connected(&s, i + 1));
-    }
+    h_connect_all(&s, all, 3, 0);
     cr_assert(h_send(&a, "last words\nand more\n"));
     h_proc_close(&a);
     h_expect_line(&b, "last words\n");
@@ -132,14 +109,7 @@ Test(relay, killed_and_reset_clients)
     cr_assert(h_server_start(&s, "--raw", NULL), "no banner");
     h_proc a, b, k, r;
     h_proc *four[] = {&a, &b, &k, &r};
-    cr_assert(h_nc_start(&a, "127.0.0.1", s.port));
-    cr_assert(h_server_wait_connected(&s, 1));
-    cr_assert(h_nc_start(&b, "127.0.0.1", s.port));
-    cr_assert(h_server_wait_connected(&s, 2));
-    cr_assert(h_nc_start(&k, "127.0.0.1", s.port));
-    cr_assert(h_server_wait_connected(&s, 3));
-    cr_assert(h_tcp_connect(&r, "127.0.0.1", s.port));
-    cr_assert(h_server_wait_connected(&s, 4));
+    h_connect_all(&s, four, 4, 3);
     h_relay(four, 4, 0, "all four here\n");
 
     cr_assert(h_proc_stop(&k, SIGKILL, H_WAIT_MS), "nc did not die");

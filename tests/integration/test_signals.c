@@ -17,12 +17,7 @@ static void stop_with(int sig)
     cr_assert(h_server_start(&s, "--raw", NULL), "no banner");
     h_proc a, b, r;
     h_proc *all[] = {&a, &b, &r};
-    cr_assert(h_nc_start(&a, "127.0.0.1", s.port));
-    cr_assert(h_server_wait_connected(&s, 1));
-    cr_assert(h_nc_start(&b, "127.0.0.1", s.port));
-    cr_assert(h_server_wait_connected(&s, 2));
-    cr_assert(h_tcp_connect(&r, "127.0.0.1", s.port));
-    cr_assert(h_server_wait_connected(&s, 3));
+    h_connect_all(&s, all, 3, 2);
     h_relay(all, 3, 0, "before the signal\n");
     /* netcat-openbsd exits (closing its stdout) only once both its stdin and the
      * connection have ended; end stdin now so that its exit shows the connection end. */

@@ -14,34 +14,6 @@
 
 TestSuite(startup, .timeout = 60, .fini = h_cleanup);
 
-/* Runs the server with args, expecting it to exit by itself; collects its output. */
-static int run_to_exit(const char *const args[], char *out, size_t out_cap, char *err,
-                       size_t err_cap)
-{
-    char *argv[16];
-    int n = 0;
-    argv[n++] = (char *)h_server_path();
-    for (int i = 0; args[i] && n < 15; i++)
-        argv[n++] = (char *)args[i];
-    argv[n] = NULL;
-
-    h_proc p;
-    cr_assert_eq(h_spawn(&p, argv, true), 0, "cannot start %s", h_server_path());
-    close(p.in);
-    p.in = -1;
-    /* Its output is a few lines, well under a pipe's capacity: it cannot block on it. */
-    bool exited = h_proc_wait(&p, H_WAIT_MS);
-    h_proc_stop(&p, SIGKILL, H_WAIT_MS);
-    cr_assert(exited, "%s %s: still running after %d ms, want an exit", h_server_path(),
-              args[0] ? args[0] : "", H_WAIT_MS);
-    cr_assert(h_read_all(&p.out, out, out_cap, H_WAIT_MS) >= 0, "stdout never closed");
-    cr_assert(h_read_all(&p.err, err, err_cap, H_WAIT_MS) >= 0, "stderr never closed");
-    int st = p.status;
-    h_proc_close(&p);
-    cr_assert(WIFEXITED(st), "killed by signal %d; stderr: %s", WTERMSIG(st), err);
-    return WEXITSTATUS(st);
-}
-
 static int count_lines(const char *s)
 {
     int n = 0;
@@ -117,7 +89,7 @@ Test(startup, default_port_9034)
 static void bad_port(const char *const args[], const char *what)
 {
     char out[4096], err[4096];
-    int rc = run_to_exit(args, out, sizeof out, err, sizeof err);
+    int rc = h_server_run_to_exit(args, out, sizeof out, err, sizeof err);
     cr_expect_eq(rc, 2, "%s: exit status %d, want 2", what, rc);
     cr_expect_str_empty(out, "%s: stdout \"%s\", want nothing", what, out);
     cr_expect_eq(count_lines(err), 1, "%s: stderr has %d lines, want 1: \"%s\"", what,
@@ -141,7 +113,7 @@ Test(startup, bad_port_values)
 static void bad_usage(const char *const args[], const char *what)
 {
     char out[4096], err[8192];
-    int rc = run_to_exit(args, out, sizeof out, err, sizeof err);
+    int rc = h_server_run_to_exit(args, out, sizeof out, err, sizeof err);
     cr_expect_eq(rc, 2, "%s: exit status %d, want 2", what, rc);
     cr_expect_str_empty(out, "%s: stdout \"%s\", want nothing", what, out);
     cr_expect_str_not_empty(err, "%s: nothing on stderr", what);
@@ -160,8 +132,8 @@ Test(startup, bad_options)
 Test(startup, hostile_argument_is_escaped)
 {
     char out[256], err[1024];
-    int rc = run_to_exit((const char *const[]){"--flood", "1\n\x1b[2J", NULL}, out, sizeof(out),
-                         err, sizeof(err));
+    int rc = h_server_run_to_exit((const char *const[]){"--flood", "1\n\x1b[2J", NULL}, out,
+                                  sizeof(out), err, sizeof(err));
     cr_expect_eq(rc, 2, "exit status %d, want 2", rc);
     cr_expect_eq(count_lines(err), 1, "want one line on stderr, got: %s", err);
     cr_expect(strstr(err, "'1\\x0A\\x1B[2J'") != NULL, "argument not escaped: %s", err);
@@ -170,7 +142,8 @@ Test(startup, hostile_argument_is_escaped)
     cr_assert(long_arg);
     memset(long_arg, '7', 4999);
     long_arg[4999] = '\0';
-    rc = run_to_exit((const char *const[]){long_arg, NULL}, out, sizeof(out), err, sizeof(err));
+    rc = h_server_run_to_exit((const char *const[]){long_arg, NULL}, out, sizeof(out), err,
+                              sizeof(err));
     free(long_arg);
     cr_expect_eq(rc, 2, "exit status %d, want 2", rc);
     cr_expect(strlen(err) < 400 && strstr(err, "...'") != NULL,
@@ -182,8 +155,8 @@ Test(startup, help)
     const char *opts[] = {"--help", "-h"};
     for (int i = 0; i < 2; i++) {
         char out[8192], err[4096];
-        int rc = run_to_exit((const char *const[]){opts[i], NULL}, out, sizeof out, err,
-                             sizeof err);
+        int rc = h_server_run_to_exit((const char *const[]){opts[i], NULL}, out, sizeof out,
+                                      err, sizeof err);
         cr_expect_eq(rc, 0, "%s: exit status %d, want 0", opts[i], rc);
         cr_expect(strstr(out, "--dispatch") != NULL,
                   "%s: usage on stdout does not mention --dispatch: \"%s\"", opts[i], out);
@@ -201,8 +174,8 @@ Test(startup, port_in_use)
             continue; /* no IPv6 here: the IPv4 case still runs */
         char ps[16], out[4096], err[4096];
         snprintf(ps, sizeof ps, "%d", port);
-        int rc = run_to_exit((const char *const[]){ps, NULL}, out, sizeof out, err,
-                             sizeof err);
+        int rc = h_server_run_to_exit((const char *const[]){ps, NULL}, out, sizeof out, err,
+                                      sizeof err);
         close(fd);
         const char *fam = families[i] == AF_INET6 ? "[::]" : "0.0.0.0";
         cr_expect_eq(rc, 1, "%s:%d held: exit status %d, want 1", fam, port, rc);

@@ -65,6 +65,34 @@ void tc_runner_start(tc_runner *r, px_loop *loop)
     cr_assert(tc_wait_ge(&r->running, 1, 5000), "loop thread did not start");
 }
 
+px_loop *tc_start_pair(px_executor ex, tc_runner *r, int sv[2])
+{
+    px_loop *loop = tc_loop_new(ex, NULL);
+    tc_runner_start(r, loop);
+    tc_socketpair(sv);
+    return loop;
+}
+
+px_stream *tc_start_stream(px_executor ex, tc_runner *r, int sv[2],
+                           const px_stream_handlers *h, void *user, const px_stream_opts *o)
+{
+    px_loop *loop = tc_start_pair(ex, r, sv);
+    px_stream *s = NULL;
+    int rc = px_stream_open(loop, &s, sv[0], h, user, o);
+    cr_assert_eq(rc, 0, "px_stream_open: %s", px_strerror(rc));
+    return s;
+}
+
+px_stream *tc_start_sink(px_executor ex, tc_runner *r, int sv[2], tc_sink *k,
+                         void (*on_data)(px_stream *, const char *, size_t, void *))
+{
+    tc_sink_init(k);
+    px_stream_handlers h = tc_sink_handlers;
+    if (on_data != NULL)
+        h.on_data = on_data;
+    return tc_start_stream(ex, r, sv, &h, k, NULL);
+}
+
 void tc_runner_stop(tc_runner *r)
 {
     px_loop_stop(r->loop);
@@ -119,42 +147,34 @@ void tc_sleep_ms(unsigned ms)
     }
 }
 
-/* Polling every millisecond keeps these simple and race-free; the deadline
- * bounds them. */
+/* Returns from the enclosing function whether cond became true before timeout_ms
+ * passed.  Polling every millisecond keeps the waits simple and race-free; the
+ * deadline bounds them. */
+#define RETURN_WHEN(cond, timeout_ms)                                   \
+    do {                                                                \
+        uint64_t end_ = tc_now_ms() + (timeout_ms);                     \
+        for (;;) {                                                      \
+            if (cond)                                                   \
+                return true;                                            \
+            if (tc_now_ms() >= end_)                                    \
+                return (cond);                                          \
+            tc_sleep_ms(1);                                             \
+        }                                                               \
+    } while (0)
+
 bool tc_wait_ge(atomic_int *v, int target, unsigned timeout_ms)
 {
-    uint64_t end = tc_now_ms() + timeout_ms;
-    for (;;) {
-        if (atomic_load(v) >= target)
-            return true;
-        if (tc_now_ms() >= end)
-            return atomic_load(v) >= target;
-        tc_sleep_ms(1);
-    }
+    RETURN_WHEN(atomic_load(v) >= target, timeout_ms);
 }
 
 bool tc_wait_ge_size(atomic_size_t *v, size_t target, unsigned timeout_ms)
 {
-    uint64_t end = tc_now_ms() + timeout_ms;
-    for (;;) {
-        if (atomic_load(v) >= target)
-            return true;
-        if (tc_now_ms() >= end)
-            return atomic_load(v) >= target;
-        tc_sleep_ms(1);
-    }
+    RETURN_WHEN(atomic_load(v) >= target, timeout_ms);
 }
 
 bool tc_wait_flag(atomic_bool *v, unsigned timeout_ms)
 {
-    uint64_t end = tc_now_ms() + timeout_ms;
-    for (;;) {
-        if (atomic_load(v))
-            return true;
-        if (tc_now_ms() >= end)
-            return atomic_load(v);
-        tc_sleep_ms(1);
-    }
+    RETURN_WHEN(atomic_load(v), timeout_ms);
 }
 
 /* ---- gate ---- */
@@ -202,6 +222,46 @@ void tc_gate_destroy(tc_gate *g)
 {
     pthread_cond_destroy(&g->cv);
     pthread_mutex_destroy(&g->mu);
+}
+
+/* ---- holding and syncing with the loop ---- */
+
+typedef struct tc_sync {
+    px_loop *loop;
+    int left;
+    atomic_bool done;
+} tc_sync;
+
+static void sync_step(void *arg)
+{
+    tc_sync *y = arg;
+    if (--y->left > 0)
+        px_loop_post(y->loop, sync_step, y); /* on the loop: next pass */
+    else
+        atomic_store(&y->done, true);
+}
+
+void tc_loop_sync(px_loop *loop, int passes)
+{
+    tc_sync y = {.loop = loop, .left = passes};
+    atomic_init(&y.done, false);
+    cr_assert_eq(px_loop_post(loop, sync_step, &y), 0);
+    cr_assert(tc_wait_flag(&y.done, 5000), "loop did not go round");
+}
+
+static void block_fn(void *arg)
+{
+    tc_block *b = arg;
+    atomic_store(&b->entered, true);
+    TC_CHECK(tc_gate_wait(&b->gate, 10000));
+}
+
+void tc_block_loop(px_loop *loop, tc_block *b)
+{
+    tc_gate_init(&b->gate);
+    atomic_init(&b->entered, false);
+    cr_assert_eq(px_loop_post(loop, block_fn, b), 0);
+    cr_assert(tc_wait_flag(&b->entered, 5000), "loop did not run the blocking post");
 }
 
 /* ---- sockets ---- */
@@ -393,7 +453,7 @@ static void echo_data(px_stream *s, const char *bytes, size_t len, void *user)
     sink_data(s, bytes, len, user);
 }
 
-static void sink_close(px_stream *s, int cause, void *user)
+void tc_sink_close(px_stream *s, int cause, void *user)
 {
     (void)s;
     tc_sink *k = user;
@@ -401,10 +461,25 @@ static void sink_close(px_stream *s, int cause, void *user)
     atomic_fetch_add(&k->closes, 1);
 }
 
+void tc_data_noop(px_stream *s, const char *bytes, size_t len, void *user)
+{
+    (void)s;
+    (void)bytes;
+    (void)len;
+    (void)user;
+}
+
+void tc_close_noop(px_stream *s, int cause, void *user)
+{
+    (void)s;
+    (void)cause;
+    (void)user;
+}
+
 const px_stream_handlers tc_sink_handlers = {
-    .on_open = sink_open, .on_data = sink_data, .on_close = sink_close};
+    .on_open = sink_open, .on_data = sink_data, .on_close = tc_sink_close};
 const px_stream_handlers tc_echo_handlers = {
-    .on_open = sink_open, .on_data = echo_data, .on_close = sink_close};
+    .on_open = sink_open, .on_data = echo_data, .on_close = tc_sink_close};
 
 typedef struct tc_on_loop {
     void (*fn)(void *);

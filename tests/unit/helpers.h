@@ -39,6 +39,14 @@ typedef struct tc_runner {
 } tc_runner;
 
 void tc_runner_start(tc_runner *r, px_loop *loop);
+/* A loop of executor ex running on its own thread (r) and a socket pair: sv[0] for
+ * a stream, sv[1] for the test's end.  Returns the loop (also r->loop). */
+px_loop *tc_start_pair(px_executor ex, tc_runner *r, int sv[2]);
+/* tc_start_pair, then a stream on sv[0] with handlers h, user and options o (may
+ * be NULL); asserts that px_stream_open succeeded.  Returns the stream. */
+px_stream *tc_start_stream(px_executor ex, tc_runner *r, int sv[2],
+                           const px_stream_handlers *h, void *user,
+                           const px_stream_opts *o);
 /* px_loop_stop + join; asserts px_loop_run returned 0.  Does not destroy. */
 void tc_runner_stop(tc_runner *r);
 /* Stop + px_loop_destroy. */
@@ -84,6 +92,21 @@ void tc_gate_open(tc_gate *g);
 bool tc_gate_wait(tc_gate *g, unsigned timeout_ms);
 void tc_gate_destroy(tc_gate *g);
 
+/* Returns once the (running) loop has gone round passes times: a post that reposts
+ * itself from the loop thread forces another pass each time, so after n steps
+ * everything scheduled n-1 passes ago (reads re-armed after a handler, and so on) has
+ * been processed.  Asserts that it happened within 5 s. */
+void tc_loop_sync(px_loop *loop, int passes);
+
+/* A post that holds the loop thread until the test opens gate (at most 10 s). */
+typedef struct tc_block {
+    tc_gate gate;
+    atomic_bool entered;
+} tc_block;
+/* Posts b and returns once the loop thread is held in it (asserts, 5 s).  Open it with
+ * tc_gate_open(&b->gate); tc_gate_destroy(&b->gate) once the loop has let go. */
+void tc_block_loop(px_loop *loop, tc_block *b);
+
 /* Sockets (client side, blocking unless stated). */
 void tc_socketpair(int sv[2]);
 /* Lowers SO_SNDBUF on fd (the kernel doubles it) so sends can block. */
@@ -114,8 +137,17 @@ typedef struct tc_sink {
 void tc_sink_init(tc_sink *k);
 /* on_data counts; on_close records.  user must be a tc_sink. */
 extern const px_stream_handlers tc_sink_handlers;
+/* The sink's on_close on its own: records the cause, counts the close. */
+void tc_sink_close(px_stream *s, int cause, void *user);
 /* Same, but on_data also sends the bytes back (a copy). */
 extern const px_stream_handlers tc_echo_handlers;
+/* Handlers that do nothing. */
+void tc_data_noop(px_stream *s, const char *bytes, size_t len, void *user);
+void tc_close_noop(px_stream *s, int cause, void *user);
+/* tc_start_stream with a sink: tc_sink_handlers and k (initialised here) as the
+ * user, on_data (when not NULL) taking the place of the sink's own. */
+px_stream *tc_start_sink(px_executor ex, tc_runner *r, int sv[2], tc_sink *k,
+                         void (*on_data)(px_stream *, const char *, size_t, void *));
 
 /* Criterion parameters: every executor. */
 #define TC_EXEC_PARAMS(suite, name)                                     \
@@ -124,6 +156,15 @@ extern const px_stream_handlers tc_echo_handlers;
         static px_executor tc_params_[] = {PX_EXEC_POOL, PX_EXEC_THREAD, \
                                            PX_EXEC_INLINE};             \
         return cr_make_param_array(px_executor, tc_params_, 3);         \
+    }
+
+/* A test run once per executor that calls fn(executor, arg); the optional
+ * arguments are Criterion test options (.timeout = 20). */
+#define TC_EXEC_TEST(suite, name, fn, arg, ...)                         \
+    TC_EXEC_PARAMS(suite, name)                                         \
+    ParameterizedTest(px_executor *ex, suite, name, ##__VA_ARGS__)      \
+    {                                                                   \
+        fn(*ex, arg);                                                   \
     }
 
 #endif

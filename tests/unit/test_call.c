@@ -193,6 +193,23 @@ static void cs_call(px_stream *s, void *arg, void *user)
 static const px_stream_handlers cs_handlers = {
     .on_open = cs_open, .on_data = cs_data, .on_close = cs_close};
 
+/* A cs_state on the heap (free it), for the tests that hand it to other threads. */
+static cs_state *cs_new(unsigned seed)
+{
+    cs_state *c = calloc(1, sizeof *c);
+    cr_assert_not_null(c);
+    cs_init(c, seed);
+    return c;
+}
+
+/* A stream on fd with the cs handlers and c as its user (asserts it opened). */
+static px_stream *cs_stream(px_loop *loop, int fd, cs_state *c)
+{
+    px_stream *s = NULL;
+    cr_assert_eq(px_stream_open(loop, &s, fd, &cs_handlers, c, NULL), 0);
+    return s;
+}
+
 static cs_item *cs_items(cs_state *c, int n, int thread)
 {
     cs_item *it = calloc((size_t)n, sizeof *it);
@@ -238,14 +255,13 @@ static void cs_send_timeout(int fd, unsigned ms)
     cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv), 0);
 }
 
-/* A loop of executor ex running on its own thread (r) and a socket pair, sv[0] for a
- * stream and sv[1] for the test's end. */
-static px_loop *cs_start(px_executor ex, tc_runner *r, int sv[2])
+/* The end of a test seen from the peer: closes it, waits for on_close, then stops and
+ * destroys the loop. */
+static void cs_end(cs_state *c, int peer, tc_runner *r)
 {
-    px_loop *loop = tc_loop_new(ex, NULL);
-    tc_runner_start(r, loop);
-    tc_socketpair(sv);
-    return loop;
+    close(peer);
+    cr_assert(tc_wait_ge(&c->closes, 1, 10000));
+    tc_runner_finish(r);
 }
 
 static void sleep_us(long us)
@@ -315,15 +331,13 @@ ParameterizedTest(px_executor *ex, call, from_threads_while_data_flows, .timeout
 {
     tc_runner r;
     int sv[2];
-    px_loop *loop = cs_start(*ex, &r, sv);
+    px_loop *loop = tc_start_pair(*ex, &r, sv);
     cs_send_timeout(sv[1], 20000);
-    cs_state *c = calloc(1, sizeof *c);
-    cr_assert_not_null(c);
-    cs_init(c, 11);
+    cs_state *c = cs_new(11);
     flow f = {.c = c, .peer = sv[1]};
     for (int t = 0; t < FLOW_CALLERS; t++)
         f.items[t] = cs_items(c, FLOW_PER, t);
-    cr_assert_eq(px_stream_open(loop, &f.s, sv[0], &cs_handlers, c, NULL), 0);
+    f.s = cs_stream(loop, sv[0], c);
     px_stream_retain(f.s);
 
     pthread_t w, th[FLOW_CALLERS];
@@ -383,12 +397,11 @@ ParameterizedTest(px_executor *ex, call, run_in_order_made, .timeout = 60)
 {
     tc_runner r;
     int sv[2];
-    px_loop *loop = cs_start(*ex, &r, sv);
+    px_loop *loop = tc_start_pair(*ex, &r, sv);
     cs_state c;
     cs_init(&c, 2);
     cs_item *items = cs_items(&c, ORDER_N, 0);
-    px_stream *s;
-    cr_assert_eq(px_stream_open(loop, &s, sv[0], &cs_handlers, &c, NULL), 0);
+    px_stream *s = cs_stream(loop, sv[0], &c);
     for (int i = 0; i < ORDER_N; i++)
         cr_assert_eq(px_stream_call(s, cs_call, &items[i]), 0);
     cr_assert(tc_wait_ge(&c.calls_run, ORDER_N, 30000), "%d of %d calls ran",
@@ -399,9 +412,7 @@ ParameterizedTest(px_executor *ex, call, run_in_order_made, .timeout = 60)
                      atomic_load(&items[i].runs));
     cr_assert_eq(atomic_load(&c.opens), 1, "calls made before on_open ran without it");
 
-    close(sv[1]);
-    cr_assert(tc_wait_ge(&c.closes, 1, 10000));
-    tc_runner_finish(&r);
+    cs_end(&c, sv[1], &r);
     cr_assert_eq(atomic_load(&c.calls_run), ORDER_N);
     cs_assert_clean(&c);
     free(items);
@@ -409,20 +420,15 @@ ParameterizedTest(px_executor *ex, call, run_in_order_made, .timeout = 60)
 
 Test(call, bad_arguments, .timeout = 20)
 {
-    px_loop *loop = tc_loop_new(PX_EXEC_POOL, NULL);
     tc_runner r;
-    tc_runner_start(&r, loop);
     int sv[2];
-    tc_socketpair(sv);
+    px_loop *loop = tc_start_pair(PX_EXEC_POOL, &r, sv);
     cs_state c;
     cs_init(&c, 3);
-    px_stream *s;
-    cr_assert_eq(px_stream_open(loop, &s, sv[0], &cs_handlers, &c, NULL), 0);
+    px_stream *s = cs_stream(loop, sv[0], &c);
     cr_assert_eq(px_stream_call(NULL, cs_call, NULL), -EINVAL);
     cr_assert_eq(px_stream_call(s, NULL, NULL), -EINVAL);
-    close(sv[1]);
-    cr_assert(tc_wait_ge(&c.closes, 1, 10000));
-    tc_runner_finish(&r);
+    cs_end(&c, sv[1], &r);
     cr_assert_eq(atomic_load(&c.calls_run), 0);
     cs_assert_clean(&c);
 }
@@ -468,21 +474,18 @@ static void noop_post(void *arg) { (void)arg; }
 
 ParameterizedTest(close_param *p, call, before_close_then_epipe, .timeout = 30)
 {
-    px_loop *loop = tc_loop_new(p->ex, NULL);
     tc_runner r;
-    tc_runner_start(&r, loop);
     int sv[2];
-    tc_socketpair(sv);
+    px_loop *loop = tc_start_pair(p->ex, &r, sv);
     cs_state c;
     cs_init(&c, 4);
     cs_item *items = cs_items(&c, CLOSE_N, 0);
-    px_stream *s;
     if (p->kind == CK_FROM_HANDLER) {
         c.data_mode = CS_DATA_CALLS_THEN_CLOSE;
         c.close_calls = CLOSE_N;
         c.close_items = items;
     }
-    cr_assert_eq(px_stream_open(loop, &s, sv[0], &cs_handlers, &c, NULL), 0);
+    px_stream *s = cs_stream(loop, sv[0], &c);
     px_stream_retain(s);
     cr_assert(tc_wait_ge(&c.opens, 1, 5000));
 
@@ -592,16 +595,14 @@ ParameterizedTest(px_executor *ex, call, race_with_close, .timeout = 60)
 {
     tc_runner r;
     int sv[2];
-    px_loop *loop = cs_start(*ex, &r, sv);
-    cs_state *c = calloc(1, sizeof *c);
-    cr_assert_not_null(c);
-    cs_init(c, 5);
+    px_loop *loop = tc_start_pair(*ex, &r, sv);
+    cs_state *c = cs_new(5);
     race x = {.c = c};
     for (int t = 0; t < RACE_CALLERS; t++) {
         x.items[t] = cs_items(c, RACE_MAX, t);
         atomic_init(&x.accepted[t], 0);
     }
-    cr_assert_eq(px_stream_open(loop, &x.s, sv[0], &cs_handlers, c, NULL), 0);
+    x.s = cs_stream(loop, sv[0], c);
     px_stream_retain(x.s);
     pthread_t th[RACE_CALLERS];
     race_caller rcl[RACE_CALLERS];
@@ -648,12 +649,11 @@ ParameterizedTest(px_executor *ex, call, pending_at_destroy, .timeout = 30)
 {
     tc_runner r;
     int sv[2];
-    px_loop *loop = cs_start(*ex, &r, sv);
+    px_loop *loop = tc_start_pair(*ex, &r, sv);
     cs_state c;
     cs_init(&c, 6);
     cs_item *items = cs_items(&c, 50, 0);
-    px_stream *s;
-    cr_assert_eq(px_stream_open(loop, &s, sv[0], &cs_handlers, &c, NULL), 0);
+    px_stream *s = cs_stream(loop, sv[0], &c);
     cr_assert(tc_wait_ge(&c.opens, 1, 5000));
     tc_runner_stop(&r);
     for (int i = 0; i < 50; i++)
@@ -691,11 +691,9 @@ static void open_then_call(px_stream *s, void *user)
 
 static void run_call_from_open(px_executor ex, bool data_waiting)
 {
-    px_loop *loop = tc_loop_new(ex, NULL);
     tc_runner r;
-    tc_runner_start(&r, loop);
     int sv[2];
-    tc_socketpair(sv);
+    px_loop *loop = tc_start_pair(ex, &r, sv);
     cs_state c;
     cs_init(&c, 7);
     open_item = (cs_item){.owner = &c, .thread = 0};
@@ -713,28 +711,16 @@ static void run_call_from_open(px_executor ex, bool data_waiting)
     size_t total = data_waiting ? 1500 : 500;
     cr_assert(tc_wait_ge_size(&c.got, total, 5000), "%zu of %zu bytes arrived",
               atomic_load(&c.got), total);
-    close(sv[1]);
-    cr_assert(tc_wait_ge(&c.closes, 1, 10000));
-    tc_runner_finish(&r);
+    cs_end(&c, sv[1], &r);
     cr_assert_eq(atomic_load(&open_item.runs), 1);
     cr_assert_eq(atomic_load(&c.opens), 1);
     cr_assert_eq(atomic_load(&c.data_before_open_done), 0, "on_data before on_open returned");
     cs_assert_clean(&c);
 }
 
-TC_EXEC_PARAMS(call, from_on_open)
+TC_EXEC_TEST(call, from_on_open, run_call_from_open, false, .timeout = 30)
 
-ParameterizedTest(px_executor *ex, call, from_on_open, .timeout = 30)
-{
-    run_call_from_open(*ex, false);
-}
-
-TC_EXEC_PARAMS(call, from_on_open_with_data_waiting)
-
-ParameterizedTest(px_executor *ex, call, from_on_open_with_data_waiting, .timeout = 30)
-{
-    run_call_from_open(*ex, true);
-}
+TC_EXEC_TEST(call, from_on_open_with_data_waiting, run_call_from_open, true, .timeout = 30)
 
 /* ------------------------------------------------------------------------ */
 /* 5. px_stream_resume ends a long pause at once: kept bytes first, then new
@@ -782,16 +768,13 @@ static void resume_on_loop(void *arg)
 
 ParameterizedTest(resume_param *p, resume, ends_long_pause, .timeout = 40)
 {
-    px_loop *loop = tc_loop_new(p->ex, NULL);
     tc_runner r;
-    tc_runner_start(&r, loop);
     int sv[2];
-    tc_socketpair(sv);
+    px_loop *loop = tc_start_pair(p->ex, &r, sv);
     cs_state c;
     cs_init(&c, 8);
     cs_item resume_item = {.owner = &c, .thread = -1, .hook = CS_HOOK_RESUME};
-    px_stream *s;
-    cr_assert_eq(px_stream_open(loop, &s, sv[0], &cs_handlers, &c, NULL), 0);
+    px_stream *s = cs_stream(loop, sv[0], &c);
     px_stream_retain(s);
     resume_target = s;
     cr_assert(tc_wait_ge(&c.opens, 1, 5000));
@@ -843,9 +826,7 @@ ParameterizedTest(resume_param *p, resume, ends_long_pause, .timeout = 40)
     cr_assert(tc_wait_ge_size(&c.got, off, RESUME_BOUND_MS));
 
     px_stream_release(s);
-    close(sv[1]);
-    cr_assert(tc_wait_ge(&c.closes, 1, 10000));
-    tc_runner_finish(&r);
+    cs_end(&c, sv[1], &r);
     cr_assert_eq(atomic_load(&c.got), off);
     if (p->how == RH_CALL)
         cr_assert_eq(atomic_load(&resume_item.runs), RESUME_ROUNDS);
@@ -859,11 +840,10 @@ ParameterizedTest(px_executor *ex, resume, without_pause, .timeout = 20)
 {
     tc_runner r;
     int sv[2];
-    px_loop *loop = cs_start(*ex, &r, sv);
+    px_loop *loop = tc_start_pair(*ex, &r, sv);
     cs_state c;
     cs_init(&c, 9);
-    px_stream *s;
-    cr_assert_eq(px_stream_open(loop, &s, sv[0], &cs_handlers, &c, NULL), 0);
+    px_stream *s = cs_stream(loop, sv[0], &c);
     px_stream_resume(s); /* before it even started */
     cs_write(sv[1], c.seed, 0, 100);
     px_stream_resume(s);
@@ -871,9 +851,7 @@ ParameterizedTest(px_executor *ex, resume, without_pause, .timeout = 20)
     px_stream_resume(s);
     cs_write(sv[1], c.seed, 100, 100);
     cr_assert(tc_wait_ge_size(&c.got, 200, 5000));
-    close(sv[1]);
-    cr_assert(tc_wait_ge(&c.closes, 1, 10000));
-    tc_runner_finish(&r);
+    cs_end(&c, sv[1], &r);
     cs_assert_clean(&c);
 }
 
@@ -914,14 +892,12 @@ ParameterizedTest(px_executor *ex, resume, storm, .timeout = 60)
 {
     tc_runner r;
     int sv[2];
-    px_loop *loop = cs_start(*ex, &r, sv);
+    px_loop *loop = tc_start_pair(*ex, &r, sv);
     cs_send_timeout(sv[1], 20000);
-    cs_state *c = calloc(1, sizeof *c);
-    cr_assert_not_null(c);
-    cs_init(c, 10);
+    cs_state *c = cs_new(10);
     c->data_mode = CS_DATA_KEEP_PAUSE_OFTEN;
     storm st = {.c = c, .item = {.owner = c, .thread = -1, .hook = CS_HOOK_RESUME}};
-    cr_assert_eq(px_stream_open(loop, &st.s, sv[0], &cs_handlers, c, NULL), 0);
+    st.s = cs_stream(loop, sv[0], c);
     px_stream_retain(st.s);
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, storm_resumer, &st), 0);
@@ -942,9 +918,7 @@ ParameterizedTest(px_executor *ex, resume, storm, .timeout = 60)
     cr_assert(tc_wait_ge(&c->calls_run, atomic_load(&st.calls_made), 10000),
               "%d of %d calls ran", atomic_load(&c->calls_run), atomic_load(&st.calls_made));
     px_stream_release(st.s);
-    close(sv[1]);
-    cr_assert(tc_wait_ge(&c->closes, 1, 10000));
-    tc_runner_finish(&r);
+    cs_end(c, sv[1], &r);
     cr_assert_eq(atomic_load(&c->got), (size_t)STORM_BYTES);
     cs_assert_clean(c);
     free(c);
@@ -972,11 +946,9 @@ enum { DURING_PIECE = 700, DURING_PIECES = 5, DURING_ROUNDS = 3 };
 
 ParameterizedTest(during_param *p, call, data_during_call_comes_after, .timeout = 30)
 {
-    px_loop *loop = tc_loop_new(p->ex, NULL);
     tc_runner r;
-    tc_runner_start(&r, loop);
     int sv[2];
-    tc_socketpair(sv);
+    px_loop *loop = tc_start_pair(p->ex, &r, sv);
     cs_state c;
     cs_init(&c, 12);
     tc_gate gates[DURING_ROUNDS];
@@ -987,8 +959,7 @@ ParameterizedTest(during_param *p, call, data_during_call_comes_after, .timeout 
                                 .gate = &gates[i]};
         afters[i] = (cs_item){.owner = &c, .seq = 2 * i + 1};
     }
-    px_stream *s;
-    cr_assert_eq(px_stream_open(loop, &s, sv[0], &cs_handlers, &c, NULL), 0);
+    px_stream *s = cs_stream(loop, sv[0], &c);
     px_stream_retain(s);
     /* Some data first, so that reading is under way when the call comes. */
     cs_write(sv[1], c.seed, 0, 100);
@@ -1033,9 +1004,7 @@ ParameterizedTest(during_param *p, call, data_during_call_comes_after, .timeout 
         cr_assert(tc_wait_ge_size(&c.got, off, 5000));
     }
     px_stream_release(s);
-    close(sv[1]);
-    cr_assert(tc_wait_ge(&c.closes, 1, 10000));
-    tc_runner_finish(&r);
+    cs_end(&c, sv[1], &r);
     cr_assert_eq(atomic_load(&c.got), off);
     cr_assert_eq(atomic_load(&c.gate_timeouts), 0);
     cr_assert_eq(atomic_load(&c.data_during_block), 0, "on_data ran while the call was blocked");
@@ -1075,13 +1044,12 @@ ParameterizedTest(px_executor *ex, call, reading_and_sending_go_on_while_calls_k
 {
     tc_runner r;
     int sv[2];
-    px_loop *loop = cs_start(*ex, &r, sv);
+    px_loop *loop = tc_start_pair(*ex, &r, sv);
     cs_state c;
     cs_init(&c, 13);
     chain ch = {.item = {.owner = &c, .thread = -1}};
     chain_g = &ch;
-    px_stream *s;
-    cr_assert_eq(px_stream_open(loop, &s, sv[0], &cs_handlers, &c, NULL), 0);
+    px_stream *s = cs_stream(loop, sv[0], &c);
     px_stream_retain(s);
     cr_assert(tc_wait_ge(&c.opens, 1, 5000));
     cr_assert_eq(px_stream_call(s, chain_fn, &ch.item), 0);
@@ -1100,9 +1068,7 @@ ParameterizedTest(px_executor *ex, call, reading_and_sending_go_on_while_calls_k
 
     bool read_later = tc_wait_ge_size(&c.got, 1000, 5000);
     px_stream_release(s);
-    close(sv[1]);
-    cr_assert(tc_wait_ge(&c.closes, 1, 10000));
-    tc_runner_finish(&r);
+    cs_end(&c, sv[1], &r);
     cr_assert(read, "no on_data in 3 s while calls kept coming (%d calls ran; %s once they "
               "stopped)", links, read_later ? "delivered" : "not even");
     cr_assert_eq(sent, 0, "a send did not go out in 3 s while calls kept coming (%d calls ran): %s",
@@ -1133,14 +1099,13 @@ ParameterizedTest(px_executor *ex, call, endless_calls_do_not_hold_off_a_close, 
 {
     tc_runner r;
     int sv[2];
-    px_loop *loop = cs_start(*ex, &r, sv);
+    px_loop *loop = tc_start_pair(*ex, &r, sv);
     cs_state c;
     cs_init(&c, 17);
     chain ch = {.item = {.owner = &c, .thread = -1}};
     chain_g = &ch;
     atomic_store(&endless_refused, 0);
-    px_stream *s;
-    cr_assert_eq(px_stream_open(loop, &s, sv[0], &cs_handlers, &c, NULL), 0);
+    px_stream *s = cs_stream(loop, sv[0], &c);
     cr_assert(tc_wait_ge(&c.opens, 1, 5000));
     cr_assert_eq(px_stream_call(s, endless_fn, &ch.item), 0);
     cr_assert(tc_wait_ge(&ch.links, 10, 5000), "the chain of calls did not start");

@@ -1,5 +1,6 @@
 /* Closing streams: from their own handler, from another thread while data
- * flows, abort, peer EOF, peer reset, and loop destruction.  on_close runs
+ * flows, abort, peer EOF, peer reset, loop destruction, a descriptor with
+ * another reference, and an abort racing the peer's EOF.  on_close runs
  * exactly once in every case. */
 #include "helpers.h"
 
@@ -29,17 +30,10 @@ TC_EXEC_PARAMS(close, from_own_handler_after_reply)
 
 ParameterizedTest(px_executor *ex, close, from_own_handler_after_reply, .timeout = 20)
 {
-    px_loop *loop = tc_loop_new(*ex, NULL);
-    tc_runner r;
-    tc_runner_start(&r, loop);
-    int sv[2];
-    tc_socketpair(sv);
     tc_sink k;
-    tc_sink_init(&k);
-    px_stream_handlers h = tc_sink_handlers;
-    h.on_data = reply_then_close;
-    px_stream *s = NULL;
-    cr_assert_eq(px_stream_open(loop, &s, sv[0], &h, &k, NULL), 0);
+    tc_runner r;
+    int sv[2];
+    tc_start_sink(*ex, &r, sv, &k, reply_then_close);
 
     cr_assert_eq(tc_write_all(sv[1], "ping\n", 5), 0);
     char got[5];
@@ -107,17 +101,13 @@ static void *flow_writer(void *arg)
 
 static void run_flow_close(px_executor ex, bool abort_it)
 {
-    px_loop *loop = tc_loop_new(ex, NULL);
-    tc_runner r;
-    tc_runner_start(&r, loop);
-    int sv[2];
-    tc_socketpair(sv);
     flow_state *f = calloc(1, sizeof *f);
     cr_assert_not_null(f);
-    f->peer = sv[1];
-    px_stream *s = NULL;
     px_stream_handlers h = {.on_data = flow_data, .on_close = flow_close};
-    cr_assert_eq(px_stream_open(loop, &s, sv[0], &h, f, NULL), 0);
+    tc_runner r;
+    int sv[2];
+    px_stream *s = tc_start_stream(ex, &r, sv, &h, f, NULL);
+    f->peer = sv[1];
 
     pthread_t w;
     cr_assert_eq(pthread_create(&w, NULL, flow_writer, f), 0);
@@ -149,19 +139,9 @@ static void run_flow_close(px_executor ex, bool abort_it)
     free(f);
 }
 
-TC_EXEC_PARAMS(close, from_other_thread_while_data_flows)
+TC_EXEC_TEST(close, from_other_thread_while_data_flows, run_flow_close, false, .timeout = 40)
 
-ParameterizedTest(px_executor *ex, close, from_other_thread_while_data_flows, .timeout = 40)
-{
-    run_flow_close(*ex, false);
-}
-
-TC_EXEC_PARAMS(close, abort_from_other_thread_while_data_flows)
-
-ParameterizedTest(px_executor *ex, close, abort_from_other_thread_while_data_flows, .timeout = 40)
-{
-    run_flow_close(*ex, true);
-}
+TC_EXEC_TEST(close, abort_from_other_thread_while_data_flows, run_flow_close, true, .timeout = 40)
 
 /* ---- abort from inside on_data ---- */
 
@@ -185,17 +165,10 @@ TC_EXEC_PARAMS(close, abort_from_own_handler)
 
 ParameterizedTest(px_executor *ex, close, abort_from_own_handler, .timeout = 20)
 {
-    px_loop *loop = tc_loop_new(*ex, NULL);
-    tc_runner r;
-    tc_runner_start(&r, loop);
-    int sv[2];
-    tc_socketpair(sv);
     tc_sink k;
-    tc_sink_init(&k);
-    px_stream_handlers h = tc_sink_handlers;
-    h.on_data = abort_in_data;
-    px_stream *s = NULL;
-    cr_assert_eq(px_stream_open(loop, &s, sv[0], &h, &k, NULL), 0);
+    tc_runner r;
+    int sv[2];
+    tc_start_sink(*ex, &r, sv, &k, abort_in_data);
     cr_assert_eq(tc_write_all(sv[1], "first", 5), 0);
     cr_assert(tc_wait_ge(&k.closes, 1, 10000), "no on_close after abort");
     (void)tc_write_all(sv[1], "second", 6); /* may fail: the stream is gone */
@@ -216,15 +189,10 @@ TC_EXEC_PARAMS(close, peer_eof)
 
 ParameterizedTest(px_executor *ex, close, peer_eof, .timeout = 20)
 {
-    px_loop *loop = tc_loop_new(*ex, NULL);
-    tc_runner r;
-    tc_runner_start(&r, loop);
-    int sv[2];
-    tc_socketpair(sv);
     tc_sink k;
-    tc_sink_init(&k);
-    px_stream *s = NULL;
-    cr_assert_eq(px_stream_open(loop, &s, sv[0], &tc_sink_handlers, &k, NULL), 0);
+    tc_runner r;
+    int sv[2];
+    tc_start_sink(*ex, &r, sv, &k, NULL);
     cr_assert_eq(tc_write_all(sv[1], "bye", 3), 0);
     close(sv[1]);
     cr_assert(tc_wait_ge(&k.closes, 1, 10000), "no on_close after peer EOF");
@@ -307,16 +275,66 @@ static void run_destroy_with_streams(px_executor ex, bool ran)
     }
 }
 
-TC_EXEC_PARAMS(close, destroy_cancels_open_streams)
+TC_EXEC_TEST(close, destroy_cancels_open_streams, run_destroy_with_streams, true, .timeout = 20)
 
-ParameterizedTest(px_executor *ex, close, destroy_cancels_open_streams, .timeout = 20)
+TC_EXEC_TEST(close, destroy_never_run_cancels_open_streams, run_destroy_with_streams, false, .timeout = 20)
+
+/* ---- regressions ---- */
+
+/* Regression (review of src/proactor): a descriptor with another reference (dup,
+ * fork) stayed in the epoll set after the stream closed it, and its events then
+ * pointed at the freed stream. */
+Test(close, dup_keeps_epoll_registration, .timeout = 20)
 {
-    run_destroy_with_streams(*ex, true);
+    tc_runner r;
+    int sv[2];
+    px_loop *loop = tc_start_pair(PX_EXEC_INLINE, &r, sv);
+    int other = dup(sv[0]); /* e.g. inherited by a child, or kept by the app */
+    cr_assert_geq(other, 0);
+    tc_sink k;
+    tc_sink_init(&k);
+    px_stream *s = NULL;
+    cr_assert_eq(px_stream_open(loop, &s, sv[0], &tc_sink_handlers, &k, NULL), 0);
+    tc_loop_sync(loop, 3);
+    px_stream_abort(s);
+    cr_assert(tc_wait_ge(&k.closes, 1, 5000));
+    tc_loop_sync(loop, 3); /* the stream is freed by now (inline on_close) */
+
+    /* The open file description is still alive through `other`, so close()
+     * did not remove it from the epoll set: this wakes the loop with a
+     * pointer to the freed px_stream (heap-use-after-free under ASan). */
+    cr_assert_eq(tc_write_all(sv[1], "boom", 4), 0);
+    tc_loop_sync(loop, 3);
+
+    close(other);
+    close(sv[1]);
+    tc_runner_finish(&r);
+    cr_assert_eq(atomic_load(&k.closes), 1);
 }
 
-TC_EXEC_PARAMS(close, destroy_never_run_cancels_open_streams)
-
-ParameterizedTest(px_executor *ex, close, destroy_never_run_cancels_open_streams, .timeout = 20)
+/* Regression (review of src/proactor): px_stream_abort() then a peer EOF seen before the
+ * abort request was processed: on_close reported 0, not -ECONNABORTED, and the close
+ * was graceful (FIN, queued bytes flushed) instead of a reset. */
+Test(close, abort_then_eof_reports_abort, .timeout = 20)
 {
-    run_destroy_with_streams(*ex, false);
+    tc_sink k;
+    tc_runner r;
+    int sv[2];
+    px_stream *s = tc_start_sink(PX_EXEC_POOL, &r, sv, &k, NULL);
+    px_loop *loop = r.loop;
+    tc_loop_sync(loop, 3); /* armed: waiting for readiness */
+
+    tc_block b;
+    tc_block_loop(loop, &b);
+    shutdown(sv[1], SHUT_WR); /* the peer's FIN arrives ... */
+    px_stream_abort(s);       /* ... and the application aborts */
+    tc_gate_open(&b.gate);
+
+    cr_assert(tc_wait_ge(&k.closes, 1, 5000));
+    cr_expect_eq(atomic_load(&k.cause), -ECONNABORTED,
+                 "on_close cause %d after px_stream_abort() returned", atomic_load(&k.cause));
+    close(sv[1]);
+    tc_runner_finish(&r);
+    tc_gate_destroy(&b.gate);
+    tc_assert_no_failures();
 }

@@ -51,15 +51,7 @@ static void ex_data(px_stream *s, const char *bytes, size_t len, void *user)
     atomic_fetch_add(&k->bytes, len);
 }
 
-static void ex_close(px_stream *s, int cause, void *user)
-{
-    (void)s;
-    tc_sink *k = user;
-    atomic_store(&k->cause, cause);
-    atomic_fetch_add(&k->closes, 1);
-}
-
-static const px_stream_handlers ex_handlers = {.on_data = ex_data, .on_close = ex_close};
+static const px_stream_handlers ex_handlers = {.on_data = ex_data, .on_close = tc_sink_close};
 
 /* Opens nstreams socketpairs, then sends rounds × one byte to each, waiting
  * for every byte before the next so each is its own event. */

@@ -1,5 +1,6 @@
 /* Listeners: port 0, IPv4/IPv6 clients, explicit host, port in use, on_open
- * ordering, peer addresses, and running out of descriptors. */
+ * ordering, peer addresses, running out of descriptors, and closing a
+ * listener from its own streams' handlers. */
 #include "helpers.h"
 
 #include <arpa/inet.h>
@@ -130,19 +131,28 @@ static bool peer_seen(const char *want)
     return found;
 }
 
+/* ls_init, then a loop of executor ex running on r with a listener l (ls_handlers)
+ * on host (NULL: any), port 0.  Returns the port it got (asserted not 0). */
+static uint16_t ls_start(px_executor ex, tc_runner *r, const char *host, px_listener **l)
+{
+    ls_init();
+    px_loop *loop = tc_loop_new(ex, NULL);
+    tc_runner_start(r, loop);
+    *l = NULL;
+    px_listen_opts lo = {.host = host, .port = 0, .handlers = ls_handlers, .user = ls};
+    cr_assert_eq(px_listen(loop, l, &lo), 0);
+    uint16_t port = px_listener_port(*l);
+    cr_assert_neq(port, 0);
+    return port;
+}
+
 TC_EXEC_PARAMS(listener, any_host_ipv4_and_ipv6)
 
 ParameterizedTest(px_executor *ex, listener, any_host_ipv4_and_ipv6, .timeout = 20)
 {
-    ls_init();
-    px_loop *loop = tc_loop_new(*ex, NULL);
     tc_runner r;
-    tc_runner_start(&r, loop);
-    px_listener *l = NULL;
-    px_listen_opts lo = {.host = NULL, .port = 0, .handlers = ls_handlers, .user = ls};
-    cr_assert_eq(px_listen(loop, &l, &lo), 0);
-    uint16_t port = px_listener_port(l);
-    cr_assert_neq(port, 0);
+    px_listener *l;
+    uint16_t port = ls_start(*ex, &r, NULL, &l);
 
     int c4 = tc_tcp_connect(AF_INET, port);
     cr_assert_geq(c4, 0, "connect 127.0.0.1:%u: %s", port, strerror(-c4));
@@ -176,15 +186,9 @@ ParameterizedTest(px_executor *ex, listener, any_host_ipv4_and_ipv6, .timeout = 
 
 Test(listener, explicit_host_and_port_in_use, .timeout = 20)
 {
-    ls_init();
-    px_loop *loop = tc_loop_new(PX_EXEC_POOL, NULL);
     tc_runner r;
-    tc_runner_start(&r, loop);
-    px_listener *l = NULL;
-    px_listen_opts lo = {.host = "127.0.0.1", .handlers = ls_handlers, .user = ls};
-    cr_assert_eq(px_listen(loop, &l, &lo), 0);
-    uint16_t port = px_listener_port(l);
-    cr_assert_neq(port, 0);
+    px_listener *l;
+    uint16_t port = ls_start(PX_EXEC_POOL, &r, "127.0.0.1", &l);
 
     int c = tc_tcp_connect(AF_INET, port);
     cr_assert_geq(c, 0);
@@ -194,16 +198,15 @@ Test(listener, explicit_host_and_port_in_use, .timeout = 20)
     cr_assert(peer_seen(want), "px_stream_peer did not give %s", want);
 
     px_listener *l2 = NULL;
-    px_listen_opts lo2 = lo;
-    lo2.port = port;
-    int rc = px_listen(loop, &l2, &lo2);
+    px_listen_opts lo2 = {.host = "127.0.0.1", .port = port, .handlers = ls_handlers, .user = ls};
+    int rc = px_listen(r.loop, &l2, &lo2);
     cr_assert_eq(rc, -EADDRINUSE, "second listener on port %u: %d (%s)", port, rc, px_strerror(rc));
     cr_assert_null(l2, "a failed px_listen must not set *out");
 
     /* A host that does not parse or resolve fails cleanly. */
     lo2.host = "300.1.2.3";
     lo2.port = 0;
-    rc = px_listen(loop, &l2, &lo2);
+    rc = px_listen(r.loop, &l2, &lo2);
     cr_assert_lt(rc, 0);
 
     close(c);
@@ -217,14 +220,9 @@ Test(listener, explicit_host_and_port_in_use, .timeout = 20)
 /* Accepted streams stay up after the listener is closed. */
 Test(listener, close_keeps_accepted_streams, .timeout = 20)
 {
-    ls_init();
-    px_loop *loop = tc_loop_new(PX_EXEC_POOL, NULL);
     tc_runner r;
-    tc_runner_start(&r, loop);
-    px_listener *l = NULL;
-    px_listen_opts lo = {.host = "127.0.0.1", .handlers = ls_handlers, .user = ls};
-    cr_assert_eq(px_listen(loop, &l, &lo), 0);
-    uint16_t port = px_listener_port(l);
+    px_listener *l;
+    uint16_t port = ls_start(PX_EXEC_POOL, &r, "127.0.0.1", &l);
     int c = tc_tcp_connect(AF_INET, port);
     cr_assert_geq(c, 0);
     echo_check(c, "before listener close");
@@ -540,4 +538,88 @@ Test(listener, out_of_descriptors, .timeout = 60)
     cr_assert(WIFEXITED(status), "child killed by signal %d: %s", WIFSIGNALED(status) ? WTERMSIG(status) : 0, msg);
     cr_assert_eq(WEXITSTATUS(status), 0, "child failed (step %d): %s", WEXITSTATUS(status), msg);
 #endif
+}
+
+/* ---- closing a listener from its own handlers ---- */
+
+/* Regression (review of src/proactor): px_listener_close() from an inline handler freed
+ * the listener while ep_wait was still using it (the accept loop, or a later event in
+ * the same batch). */
+
+static px_listener *closing_listener;
+static atomic_int closing_opens;
+
+static void open_then_close_listener(px_stream *s, void *user)
+{
+    (void)s;
+    (void)user;
+    if (atomic_fetch_add(&closing_opens, 1) == 0)
+        px_listener_close(closing_listener); /* "accept one, then stop listening" */
+}
+
+Test(listener, close_from_inline_on_open, .timeout = 20)
+{
+    px_loop *loop = tc_loop_new(PX_EXEC_INLINE, NULL);
+    tc_runner r;
+    tc_runner_start(&r, loop);
+    atomic_store(&closing_opens, 0);
+    px_listen_opts o = {
+        .host = "127.0.0.1",
+        .handlers = {.on_open = open_then_close_listener, .on_data = tc_data_noop,
+                     .on_close = tc_close_noop},
+    };
+    cr_assert_eq(px_listen(loop, &closing_listener, &o), 0);
+    uint16_t port = px_listener_port(closing_listener);
+    tc_loop_sync(loop, 2);
+    /* on_open runs inside ep_wait's accept loop, which then reads l->active
+     * from the listener px_listener_close() just freed. */
+    int c = tc_tcp_connect(AF_INET, port);
+    cr_assert_geq(c, 0);
+    cr_assert(tc_wait_ge(&closing_opens, 1, 5000));
+    tc_loop_sync(loop, 2);
+    close(c);
+    tc_runner_finish(&r);
+}
+
+static void data_then_close_listener(px_stream *s, const char *b, size_t n, void *user)
+{
+    (void)s;
+    (void)b;
+    (void)n;
+    (void)user;
+    px_listener_close(closing_listener); /* e.g. an admin "stop accepting" command */
+}
+
+Test(listener, close_from_inline_on_data_same_batch, .timeout = 20)
+{
+    px_loop *loop = tc_loop_new(PX_EXEC_INLINE, NULL);
+    tc_runner r;
+    tc_runner_start(&r, loop);
+    px_listen_opts o = {
+        .host = "127.0.0.1",
+        .handlers = {.on_data = tc_data_noop, .on_close = tc_close_noop},
+    };
+    cr_assert_eq(px_listen(loop, &closing_listener, &o), 0);
+    uint16_t port = px_listener_port(closing_listener);
+    int sv[2];
+    tc_socketpair(sv);
+    px_stream *s;
+    px_stream_handlers h = {.on_data = data_then_close_listener, .on_close = tc_close_noop};
+    cr_assert_eq(px_stream_open(loop, &s, sv[0], &h, NULL, NULL), 0);
+    tc_loop_sync(loop, 3); /* stream armed (EAGAIN seen), listener registered */
+
+    tc_block b;
+    tc_block_loop(loop, &b);
+    /* Both become ready while the loop is held: one epoll batch, stream first. */
+    cr_assert_eq(tc_write_all(sv[1], "x", 1), 0);
+    int c = tc_tcp_connect(AF_INET, port);
+    cr_assert_geq(c, 0);
+    tc_gate_open(&b.gate);
+    tc_loop_sync(loop, 3);
+
+    close(c);
+    close(sv[1]);
+    tc_runner_finish(&r);
+    tc_gate_destroy(&b.gate);
+    tc_assert_no_failures();
 }

@@ -90,6 +90,17 @@ static void on_sigusr1(int sig)
     px_loop_stop(sig_loop);
 }
 
+/* sig_loop, of executor ex, and on_sigusr1 as the SIGUSR1 handler. */
+static void sig_start(px_executor ex)
+{
+    sig_loop = tc_loop_new(ex, NULL);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigusr1;
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGUSR1, &sa, NULL), 0);
+}
+
 static void mark_running(void *arg)
 {
     (void)arg;
@@ -106,12 +117,7 @@ static void *signaller(void *arg)
 
 Test(loop, stop_from_signal_handler, .timeout = 20)
 {
-    sig_loop = tc_loop_new(PX_EXEC_POOL, NULL);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigusr1;
-    sigemptyset(&sa.sa_mask);
-    cr_assert_eq(sigaction(SIGUSR1, &sa, NULL), 0);
+    sig_start(PX_EXEC_POOL);
 
     cr_assert_eq(px_loop_post(sig_loop, mark_running, NULL), 0);
     pthread_t th;
@@ -135,12 +141,7 @@ static void raise_usr1(void *arg)
 
 Test(loop, stop_from_signal_on_loop_thread, .timeout = 20)
 {
-    sig_loop = tc_loop_new(PX_EXEC_INLINE, NULL);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigusr1;
-    sigemptyset(&sa.sa_mask);
-    cr_assert_eq(sigaction(SIGUSR1, &sa, NULL), 0);
+    sig_start(PX_EXEC_INLINE);
     cr_assert_eq(px_loop_post(sig_loop, raise_usr1, NULL), 0);
     cr_assert_eq(px_loop_run(sig_loop), 0);
     cr_assert_eq(sig_handled, 1);

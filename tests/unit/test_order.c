@@ -1,5 +1,6 @@
-/* Per-stream ordering and non-overlap of handlers under every executor, and
- * back-pressure: a slow handler stops reading its own stream only. */
+/* Per-stream ordering and non-overlap of handlers under every executor,
+ * back-pressure (a slow handler stops reading its own stream only), and no
+ * handler running inside the px_stream_open() that caused it. */
 #include "helpers.h"
 
 #include <fcntl.h>
@@ -320,4 +321,97 @@ ParameterizedTest(px_executor *ex, order, slow_handler_blocks_only_its_stream, .
     tc_gate_destroy(&bp->gate);
     free(bp);
     tc_assert_no_failures();
+}
+
+/* ---- no handler inside px_stream_open ---- */
+
+/* Regression (review of src/proactor): handlers ran inside px_stream_open() when it was
+ * called on the loop thread (a post, a timer, an inline handler) with the inline
+ * executor; for a descriptor that cannot be polled, on_close ran and the stream was
+ * freed before px_stream_open() returned 0 with *out pointing at it. */
+
+static atomic_bool inside_open;
+static atomic_int called_inside;
+static atomic_int handlers_run;
+
+static void note_handler(void)
+{
+    atomic_fetch_add(&handlers_run, 1);
+    if (atomic_load(&inside_open))
+        atomic_fetch_add(&called_inside, 1);
+}
+
+static void note_open(px_stream *s, void *user)
+{
+    (void)s;
+    (void)user;
+    note_handler();
+}
+
+static void note_close(px_stream *s, int cause, void *user)
+{
+    (void)s;
+    (void)cause;
+    (void)user;
+    note_handler();
+}
+
+typedef struct open_arg {
+    int fd;
+    px_loop *loop;
+    int rc;
+    atomic_bool done;
+} open_arg;
+
+static void open_on_loop(void *arg)
+{
+    open_arg *a = arg;
+    px_stream_handlers h = {.on_open = note_open, .on_data = tc_data_noop,
+                            .on_close = note_close};
+    px_stream *s = NULL;
+    atomic_store(&inside_open, true);
+    a->rc = px_stream_open(a->loop, &s, a->fd, &h, NULL, NULL);
+    atomic_store(&inside_open, false);
+    atomic_store(&a->done, true);
+}
+
+/* Opens a stream on fd from a post on r's running loop, and waits until the open has
+ * returned 0 and a handler has run.  Returns how many handlers ran inside the open. */
+static int open_from_loop_thread(tc_runner *r, int fd)
+{
+    atomic_store(&called_inside, 0);
+    atomic_store(&handlers_run, 0);
+    open_arg a = {.fd = fd, .loop = r->loop};
+    cr_assert_eq(px_loop_post(r->loop, open_on_loop, &a), 0);
+    cr_assert(tc_wait_flag(&a.done, 5000));
+    cr_assert_eq(a.rc, 0);
+    cr_assert(tc_wait_ge(&handlers_run, 1, 5000));
+    return atomic_load(&called_inside);
+}
+
+Test(order, no_handler_inside_stream_open, .timeout = 20)
+{
+    tc_runner r;
+    int sv[2];
+    tc_start_pair(PX_EXEC_INLINE, &r, sv);
+    cr_expect_eq(open_from_loop_thread(&r, sv[0]), 0,
+                 "on_open ran inside px_stream_open (header: handlers are never called "
+                 "from inside the call that caused them)");
+    close(sv[1]);
+    tc_runner_finish(&r);
+}
+
+Test(order, unpollable_fd_on_loop_thread, .timeout = 20)
+{
+    px_loop *loop = tc_loop_new(PX_EXEC_INLINE, NULL);
+    tc_runner r;
+    tc_runner_start(&r, loop);
+    char path[] = "/tmp/px_review_XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    unlink(path);
+    cr_expect_eq(open_from_loop_thread(&r, fd), 0,
+                 "on_close ran (and the stream was freed) inside px_stream_open, which "
+                 "then returned 0 with a dangling *out");
+    tc_runner_finish(&r);
 }

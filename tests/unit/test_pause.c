@@ -33,28 +33,15 @@ static void p_data(px_stream *s, const char *bytes, size_t len, void *user)
     }
 }
 
-static void p_close(px_stream *s, int cause, void *user)
-{
-    (void)s;
-    (void)cause;
-    (void)user;
-}
+static const px_stream_handlers p_handlers = {.on_data = p_data, .on_close = tc_close_noop};
 
-static const px_stream_handlers p_handlers = {.on_data = p_data, .on_close = p_close};
-
-ParameterizedTestParameters(pause, holds_reads)
-{
-    static px_executor ex[] = {PX_EXEC_POOL, PX_EXEC_THREAD, PX_EXEC_INLINE};
-    return cr_make_param_array(px_executor, ex, sizeof(ex) / sizeof(ex[0]));
-}
+TC_EXEC_PARAMS(pause, holds_reads)
 
 ParameterizedTest(px_executor *ex, pause, holds_reads, .timeout = 20)
 {
-    px_loop *loop = tc_loop_new(*ex, NULL);
     tc_runner r;
-    tc_runner_start(&r, loop);
     int a[2], b[2];
-    tc_socketpair(a);
+    px_loop *loop = tc_start_pair(*ex, &r, a);
     tc_socketpair(b);
     pause_state pa = {.pause_on_first = true}, pb = {.pause_on_first = false};
     px_stream *sa, *sb;
@@ -86,14 +73,10 @@ ParameterizedTest(px_executor *ex, pause, holds_reads, .timeout = 20)
 /* A pause does not delay closing: abort during a pause ends the stream. */
 Test(pause, close_during_pause, .timeout = 20)
 {
-    px_loop *loop = tc_loop_new(PX_EXEC_POOL, NULL);
-    tc_runner r;
-    tc_runner_start(&r, loop);
-    int a[2];
-    tc_socketpair(a);
     pause_state pa = {.pause_on_first = true};
-    px_stream *sa;
-    cr_assert_eq(px_stream_open(loop, &sa, a[0], &p_handlers, &pa, NULL), 0);
+    tc_runner r;
+    int a[2];
+    px_stream *sa = tc_start_stream(PX_EXEC_POOL, &r, a, &p_handlers, &pa, NULL);
     px_stream_retain(sa);
     cr_assert_eq(tc_write_all(a[1], "x", 1), 0);
     cr_assert(tc_wait_ge(&pa.chunks, 1, 5000));
@@ -134,24 +117,16 @@ static void k_data(px_stream *s, const char *bytes, size_t len, void *user)
     }
 }
 
-static const px_stream_handlers k_handlers = {.on_data = k_data, .on_close = p_close};
+static const px_stream_handlers k_handlers = {.on_data = k_data, .on_close = tc_close_noop};
 
-ParameterizedTestParameters(pause, keep_redelivers)
-{
-    static px_executor ex[] = {PX_EXEC_POOL, PX_EXEC_THREAD, PX_EXEC_INLINE};
-    return cr_make_param_array(px_executor, ex, sizeof(ex) / sizeof(ex[0]));
-}
+TC_EXEC_PARAMS(pause, keep_redelivers)
 
 ParameterizedTest(px_executor *ex, pause, keep_redelivers, .timeout = 20)
 {
-    px_loop *loop = tc_loop_new(*ex, NULL);
-    tc_runner r;
-    tc_runner_start(&r, loop);
-    int a[2];
-    tc_socketpair(a);
     keep_state k = {0};
-    px_stream *sa;
-    cr_assert_eq(px_stream_open(loop, &sa, a[0], &k_handlers, &k, NULL), 0);
+    tc_runner r;
+    int a[2];
+    tc_start_stream(*ex, &r, a, &k_handlers, &k, NULL);
     cr_assert_eq(tc_write_all(a[1], "abcdef", 6), 0);
     cr_assert(tc_wait_ge_size(&k.got_len, 6, 5000), "kept bytes never came back");
     cr_assert_eq(memcmp(k.got, "abcdef", 6), 0, "bytes out of order: %.6s", k.got);
@@ -163,5 +138,30 @@ ParameterizedTest(px_executor *ex, pause, keep_redelivers, .timeout = 20)
     cr_assert(tc_wait_ge_size(&k.got_len, 8, 5000));
     cr_assert_eq(memcmp(k.got, "abcdefgh", 8), 0);
     close(a[1]);
+    tc_runner_finish(&r);
+}
+
+/* Regression (review of src/proactor): px_stream_pause() made while the stream waited
+ * for readiness (the usual idle state) was ignored: ep_wait read as soon as data
+ * arrived. */
+Test(pause, pause_while_idle_from_other_thread, .timeout = 20)
+{
+    pause_state p = {.pause_on_first = false};
+    tc_runner r;
+    int sv[2];
+    px_stream *s = tc_start_stream(PX_EXEC_INLINE, &r, sv, &p_handlers, &p, NULL);
+    cr_assert_eq(tc_write_all(sv[1], "a", 1), 0);
+    cr_assert(tc_wait_ge(&p.chunks, 1, 5000));
+    tc_loop_sync(r.loop, 3); /* read re-armed, EAGAIN seen: waiting on epoll */
+
+    const unsigned pause_ms = 1500;
+    uint64_t t0 = px_now_ms();
+    px_stream_pause(s, pause_ms);
+    cr_assert_eq(tc_write_all(sv[1], "b", 1), 0);
+    cr_assert(tc_wait_ge(&p.chunks, 2, 5000), "never read again");
+    uint64_t gap = atomic_load(&p.second_ms) - t0;
+    cr_expect_geq(gap, pause_ms, "read %llu ms after px_stream_pause(%u)",
+                  (unsigned long long)gap, pause_ms);
+    close(sv[1]);
     tc_runner_finish(&r);
 }

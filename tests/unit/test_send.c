@@ -95,26 +95,29 @@ static px_buf *chunk_at(size_t offset, size_t len)
     return b;
 }
 
-ParameterizedTestParameters(send, queue_is_bounded)
+/* A sink stream k on sv[0] of a running loop of executor ex, with options o (may be
+ * NULL), whose socket send buffer is lowered to sndbuf bytes so that a peer that does
+ * not read soon fills it. */
+static px_stream *sink_stream(px_executor ex, tc_runner *r, int sv[2], int sndbuf, tc_sink *k,
+                              const px_stream_opts *o)
 {
-    static px_executor p[] = {PX_EXEC_POOL, PX_EXEC_THREAD, PX_EXEC_INLINE};
-    return cr_make_param_array(px_executor, p, 3);
+    px_loop *loop = tc_start_pair(ex, r, sv);
+    tc_small_sndbuf(sv[0], sndbuf);
+    tc_sink_init(k);
+    px_stream *s = NULL;
+    cr_assert_eq(px_stream_open(loop, &s, sv[0], &tc_sink_handlers, k, o), 0);
+    return s;
 }
+
+TC_EXEC_PARAMS(send, queue_is_bounded)
 
 ParameterizedTest(px_executor *ex, send, queue_is_bounded, .timeout = 30)
 {
-    px_loop *loop = tc_loop_new(*ex, NULL);
     tc_runner r;
-    tc_runner_start(&r, loop);
-
     int sv[2];
-    tc_socketpair(sv);
-    tc_small_sndbuf(sv[0], 16 * 1024);
     tc_sink k;
-    tc_sink_init(&k);
-    px_stream *s = NULL;
     px_stream_opts so = {.sendq_bytes = SQ_BOUND};
-    cr_assert_eq(px_stream_open(loop, &s, sv[0], &tc_sink_handlers, &k, &so), 0);
+    px_stream *s = sink_stream(*ex, &r, sv, 16 * 1024, &k, &so);
 
     /* The peer never reads: the queue must fill up. */
     size_t sent = 0;
@@ -218,17 +221,10 @@ TC_EXEC_PARAMS(send, many_buffers_in_order)
 
 ParameterizedTest(px_executor *ex, send, many_buffers_in_order, .timeout = 30)
 {
-    px_loop *loop = tc_loop_new(*ex, NULL);
     tc_runner r;
-    tc_runner_start(&r, loop);
-
     int sv[2];
-    tc_socketpair(sv);
-    tc_small_sndbuf(sv[0], 8 * 1024);
     tc_sink k;
-    tc_sink_init(&k);
-    px_stream *s = NULL;
-    cr_assert_eq(px_stream_open(loop, &s, sv[0], &tc_sink_handlers, &k, NULL), 0);
+    px_stream *s = sink_stream(*ex, &r, sv, 8 * 1024, &k, NULL);
 
     /* Sizes vary from 1 to 211 bytes; the pattern runs on across buffers,
      * so any reordering, loss, duplication or interleaving shows. */
@@ -253,18 +249,11 @@ TC_EXEC_PARAMS(send, staged_and_large_buffers_in_order)
 
 ParameterizedTest(px_executor *ex, send, staged_and_large_buffers_in_order, .timeout = 60)
 {
-    px_loop *loop = tc_loop_new(*ex, NULL);
     tc_runner r;
-    tc_runner_start(&r, loop);
-
     int sv[2];
-    tc_socketpair(sv);
-    tc_small_sndbuf(sv[0], 16 * 1024);
     tc_sink k;
-    tc_sink_init(&k);
-    px_stream *s = NULL;
     px_stream_opts so = {.sendq_bytes = 64u << 20};
-    cr_assert_eq(px_stream_open(loop, &s, sv[0], &tc_sink_handlers, &k, &so), 0);
+    px_stream *s = sink_stream(*ex, &r, sv, 16 * 1024, &k, &so);
 
     size_t total = 0;
     for (int i = 0; i < 6000; i++) {

@@ -1,5 +1,6 @@
 /* Timers: one-shot, periodic, cancel (before firing, from the callback, from
- * another thread), ownership rules, and starts from other threads. */
+ * another thread), ownership rules, starts from other threads, and a delay too
+ * large for the deadline arithmetic. */
 #include "helpers.h"
 
 #include <stdlib.h>
@@ -223,4 +224,41 @@ Test(timer, started_before_run, .timeout = 30)
     tc_runner_start(&tm->r, loop);
     cr_assert(tc_wait_ge(&tm->fired, 1, 10000));
     tm_finish();
+}
+
+/* Regression (review of src/proactor): deadline arithmetic wrapped, so a huge delay
+ * fired at once. */
+
+static atomic_int fired_huge, fired_small;
+
+static void huge_fn(px_timer *t, void *user)
+{
+    (void)t;
+    (void)user;
+    atomic_fetch_add(&fired_huge, 1);
+}
+
+static void small_fn(px_timer *t, void *user)
+{
+    (void)t;
+    (void)user;
+    atomic_fetch_add(&fired_small, 1);
+}
+
+Test(timer, huge_delay_does_not_fire_early, .timeout = 20)
+{
+    px_loop *loop = tc_loop_new(PX_EXEC_INLINE, NULL);
+    tc_runner r;
+    tc_runner_start(&r, loop);
+    atomic_store(&fired_huge, 0);
+    atomic_store(&fired_small, 0);
+    px_timer *huge = NULL, *small = NULL;
+    cr_assert_eq(px_timer_start(loop, &huge, UINT64_MAX, 0, huge_fn, NULL), 0);
+    cr_assert_eq(px_timer_start(loop, &small, 50, 0, small_fn, NULL), 0);
+    cr_assert(tc_wait_ge(&fired_small, 1, 5000));
+    cr_expect_eq(atomic_load(&fired_huge), 0,
+                 "a timer started with delay UINT64_MAX fired before a 50 ms one");
+    px_timer_cancel(huge);
+    px_timer_cancel(small);
+    tc_runner_finish(&r);
 }

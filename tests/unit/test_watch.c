@@ -59,15 +59,24 @@ static void pair(int sv[2])
     cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
 }
 
-Test(watch, read_readiness_is_level_triggered)
+/* An inline loop running on r with c watching sv[0] for READ (sv a fresh pair). */
+static px_loop *watch_running(wctx *c, int sv[2], tc_runner *r)
 {
     px_loop *loop = tc_loop_new(PX_EXEC_INLINE, NULL);
-    int sv[2];
     pair(sv);
-    wctx c = {.loop = loop, .fd = sv[0], .one_byte_reads = true};
-    cr_assert_eq(px_watch_start(loop, &c.w, sv[0], PX_WATCH_READ, on_ready, &c), 0);
+    c->loop = loop;
+    c->fd = sv[0];
+    cr_assert_eq(px_watch_start(loop, &c->w, sv[0], PX_WATCH_READ, on_ready, c), 0);
+    tc_runner_start(r, loop);
+    return loop;
+}
+
+Test(watch, read_readiness_is_level_triggered)
+{
+    int sv[2];
+    wctx c = {.one_byte_reads = true};
     tc_runner r;
-    tc_runner_start(&r, loop);
+    px_loop *loop = watch_running(&c, sv, &r);
     cr_assert_eq(write(sv[1], "hello", 5), 5);
     /* One byte per report: the rest must be reported again without new data. */
     cr_assert(tc_wait_ge(&c.bytes, 5, 5000), "%d of 5 bytes read", atomic_load(&c.bytes));
@@ -90,13 +99,10 @@ static void ask_write(void *arg)
 /* READ is in flight (nothing to read); asking for WRITE too must report WRITE. */
 Test(watch, events_change_while_waiting)
 {
-    px_loop *loop = tc_loop_new(PX_EXEC_INLINE, NULL);
     int sv[2];
-    pair(sv);
-    wctx c = {.loop = loop, .fd = sv[0], .quiet_after_write = true};
-    cr_assert_eq(px_watch_start(loop, &c.w, sv[0], PX_WATCH_READ, on_ready, &c), 0);
+    wctx c = {.quiet_after_write = true};
     tc_runner r;
-    tc_runner_start(&r, loop);
+    px_loop *loop = watch_running(&c, sv, &r);
     let_loop_turn(loop);
     cr_expect_eq(atomic_load(&c.calls), 0, "reported with nothing ready");
     tc_run_on_loop(loop, ask_write, &c);
@@ -114,13 +120,10 @@ Test(watch, events_change_while_waiting)
 
 Test(watch, stop_inside_the_callback)
 {
-    px_loop *loop = tc_loop_new(PX_EXEC_INLINE, NULL);
     int sv[2];
-    pair(sv);
-    wctx c = {.loop = loop, .fd = sv[0], .one_byte_reads = true, .stop_in_callback = true};
-    cr_assert_eq(px_watch_start(loop, &c.w, sv[0], PX_WATCH_READ, on_ready, &c), 0);
+    wctx c = {.one_byte_reads = true, .stop_in_callback = true};
     tc_runner r;
-    tc_runner_start(&r, loop);
+    px_loop *loop = watch_running(&c, sv, &r);
     cr_assert_eq(write(sv[1], "abc", 3), 3);
     cr_assert(tc_wait_ge(&c.calls, 1, 5000));
     let_loop_turn(loop);
