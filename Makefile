@@ -15,6 +15,7 @@
 #   make bench                 Redis, NATS, ncat and st_proactor side by side (bench/RESULTS.md)
 #   make bench-quick           a one-minute subset of make bench
 #   make bench-cluster         the cluster tables of make bench only (bench/RESULTS-cluster.md)
+#   make bench-compare REV=r   this tree against commit r, built side by side, run in one go
 #   make bench-backends        epoll and io_uring side by side (tools/bench-backends.sh)
 #   make fuzz, make fuzz-run SECONDS=N   libFuzzer targets: parsers, options, sessions
 #   make stress                the long fault, load and abuse tests (tests/stress/)
@@ -218,7 +219,7 @@ $(BUILD)/chatbench: tools/chatbench/chatbench.c
 # make bench: st_proactor (every backend x dispatch) beside Redis, NATS and ncat, in one
 # run (tools/bench.sh, about 20 minutes); the tables are also written to bench/RESULTS.md.
 # make bench-quick: a one-minute subset, printed only.
-.PHONY: bench bench-quick bench-cluster
+.PHONY: bench bench-quick bench-cluster bench-compare
 bench:
 	@scripts/deps.sh bench
 	@$(MAKE) --no-print-directory SANITIZE= all chatbench
@@ -235,6 +236,18 @@ bench-cluster:
 	@$(MAKE) --no-print-directory SANITIZE= all chatbench
 	@mkdir -p bench
 	@bash -c 'set -o pipefail; tools/bench.sh --cluster | tee bench/RESULTS-cluster.md'
+
+# make bench-compare REV=COMMIT: the commit is checked out in build/compare/ (a git
+# worktree), built there, and both servers are run in turn, round by round.
+REV ?= HEAD~1
+bench-compare:
+	@scripts/deps.sh bench
+	@$(MAKE) --no-print-directory SANITIZE= all chatbench
+	@rm -rf build/compare && git worktree prune && \
+		git worktree add --detach -q build/compare '$(REV)' && \
+		$(MAKE) --no-print-directory -C build/compare SANITIZE= all >/dev/null
+	@tools/bench.sh --compare build/compare/st_proactor; rc=$$?; \
+		git worktree remove --force build/compare; exit $$rc
 
 # Fuzzing with clang's libFuzzer (+ASan+UBSan): make fuzz builds build/fuzz/fuzz_*;
 # make fuzz-run SECONDS=N runs each for N seconds (default 60), starting from the seed

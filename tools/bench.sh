@@ -7,18 +7,27 @@
 #   tools/bench.sh           the full run (make bench; about 20 minutes)
 #   tools/bench.sh --quick   a one-minute subset (make bench-quick)
 #   tools/bench.sh --cluster the cluster tables only (make bench-cluster; about 3 minutes)
+#   tools/bench.sh --compare OLD_BINARY
+#                            this build against another st_proactor (make bench-compare
+#                            REV=...): the same runs, interleaved, in one go (about 3 minutes)
 #
 # Needs: make all chatbench, and redis-server, nats-server, ncat (scripts/deps.sh bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mode=full
+server_old=
 case "${1:-}" in
 --quick) mode=quick ;;
 --cluster) mode=cluster ;;
+--compare) mode=compare server_old=${2:-} ;;
 "") ;;
-*) echo "usage: $0 [--quick | --cluster]" >&2; exit 2 ;;
+*) echo "usage: $0 [--quick | --cluster | --compare OLD_BINARY]" >&2; exit 2 ;;
 esac
+if [ "$mode" = compare ] && [ ! -x "$server_old" ]; then
+    echo "--compare needs the other st_proactor binary" >&2
+    exit 2
+fi
 
 bench=build/release/chatbench
 server=./st_proactor
@@ -80,14 +89,16 @@ wait_listening() {
 
 # start_server NAME: starts it, sets spid (spids), port and proto.  Names: redis, nats,
 # ncat, st:BACKEND:DISPATCH, chat (chat mode, alone), cluster:N (N chat-mode nodes sharing
-# one Redis; port is then their ports, comma-separated, for chatbench).
+# one Redis; port is then their ports, comma-separated, for chatbench); old/NAME is NAME
+# with the --compare binary.
 start_server() {
-    local name=$1 out=$tmp/server.out
+    local name=$1 out=$tmp/server.out bin=$server
+    case "$name" in old/*) bin=$server_old name=${name#old/} ;; esac
     : >"$out"
     proto=line
     case "$name" in
     chat)
-        "$server" --flood 0 -q --port 0 >"$out" 2>&1 &
+        "$bin" --flood 0 -q --port 0 >"$out" 2>&1 &
         spid=$!
         port=$(wait_listening "$out")
         return
@@ -101,7 +112,7 @@ start_server() {
         spids+=($!)
         for _ in $(seq 200); do port_open "$rport" && break; sleep 0.05; done
         for i in $(seq "$n"); do
-            "$server" --flood 0 -q --port 0 --cluster "redis://127.0.0.1:$rport" \
+            "$bin" --flood 0 -q --port 0 --cluster "redis://127.0.0.1:$rport" \
                 --node-name "n$i" >"$tmp/node$i.out" 2>&1 &
             spids=($! "${spids[@]}")
             ports+=("$(wait_listening "$tmp/node$i.out")")
@@ -113,7 +124,7 @@ start_server() {
     st:*)
         local b d
         IFS=: read -r _ b d <<<"$name"
-        "$server" --raw --flood 0 -q --port 0 --backend "$b" --dispatch "$d" >"$out" 2>&1 &
+        "$bin" --raw --flood 0 -q --port 0 --backend "$b" --dispatch "$d" >"$out" 2>&1 &
         spid=$!
         port=$(wait_listening "$out")
         return
@@ -167,6 +178,7 @@ others=(redis nats ncat)
 
 label() {
     case "$1" in
+    old/*) echo "$(label "${1#old/}") — before" ;;
     st:auto:pool) echo "st_proactor (default: ${auto_backend}, pool)" ;;
     st:*) IFS=: read -r _ b d <<<"$1"; echo "st_proactor $b, $d" ;;
     chat) echo "st_proactor, one server alone" ;;
@@ -349,7 +361,12 @@ stop_server
 auto_backend=$(sed -n 's/.*: backend \([a-z_]*\).*/\1/p' "$tmp/probe.out" | head -1)
 [ -n "$auto_backend" ] || auto_backend=auto
 
-if [ "$mode" = cluster ]; then
+if [ "$mode" = compare ]; then
+    rounds=3
+    st_servers=()
+    msgs=1000
+    lat_s=3
+elif [ "$mode" = cluster ]; then
     rounds=3
     st_servers=()
     msgs=2000
@@ -387,6 +404,37 @@ cat <<EOF
   default), \`inline\` (handlers on the I/O thread), \`thread\` (a new thread per message: the
   original design).
 EOF
+
+# ---------------------------------------------------------------------------
+# Before and after (--compare): the default relay and chat mode, each build in turn in
+# every round, so that both see the same machine.
+if [ "$mode" = compare ]; then
+    cmp_servers=(st:auto:pool old/st:auto:pool chat old/chat)
+    log "== before and after"
+    for r in $(seq "$rounds"); do
+        for s in "${cmp_servers[@]}"; do
+            run_load fan100 "$s" "$r" --clients 100 --messages "$msgs" --size 64 --threads 2
+            run_load lat1m "$s" "$r" --clients 100 --publishers 10 --rate 1010 \
+                --duration "$lat_s" --size 64
+        done
+    done
+    echo
+    echo "## This build against $server_old"
+    echo
+    echo "Rows: \`--raw\` (the default pool dispatch, auto backend) and chat mode, each this build"
+    echo "and the one before, alternating in every round."
+    fanout_table fan100 "Throughput: 100 clients, all publishing $msgs messages" "${cmp_servers[@]}"
+    latency_table lat1m "Latency: 100 clients, 10 publishing 1010 messages/s each" "${cmp_servers[@]}"
+    echo
+    echo "### After ÷ before (medians)"
+    echo
+    echo "| mode | deliveries/s | server CPU per delivery | p99 (fixed rate) |"
+    echo "|---|---:|---:|---:|"
+    for s in st:auto:pool chat; do
+        echo "| $(label "$s") | $(ratio "$(median fan100 "$s" deliveries_per_s)" "$(median fan100 "old/$s" deliveries_per_s)") | $(ratio "$(median fan100 "$s" cpu_ns)" "$(median fan100 "old/$s" cpu_ns)") | $(ratio "$(median lat1m "$s" p99_us)" "$(median lat1m "old/$s" p99_us)") |"
+    done
+    exit $check_fail
+fi
 
 if [ "$mode" != cluster ]; then
 log "== fan-out"

@@ -1,6 +1,6 @@
 /*
- * The chat core: sessions and their names (registry.c), rooms (room.c), commands
- * (commands.c) and the server's life (core.c).  It knows no client protocol and no
+ * The chat core: sessions (session.c) and their names (registry.c), rooms (room.c),
+ * commands (commands.c), events (event.c) and the server's life (core.c).  It knows no client protocol and no
  * Redis: what users do becomes events (door.h) handed to each recipient's door, and
  * anything beyond this server is asked of the bus (bus.h).
  *
@@ -61,7 +61,7 @@ struct chat_session {
 };
 
 /* ------------------------------------------------------------------------ */
-/* For doors (registry.c, commands.c)                                        */
+/* For doors (core.c, commands.c, session.c)                                */
 
 /* A new client at door: s (zeroed, inside the door's state for it) gets a guest name.
  * Returns 0, or -EUSERS (the server is full) or -ESHUTDOWN after telling the client
@@ -77,9 +77,6 @@ void chat_session_line(chat_session *s, const char *line, size_t len);
 void chat_session_closed(chat_session *s, int cause);
 /* Says ev (from s) to s's current room; kept for newcomers when history is set. */
 void chat_session_say(chat_session *s, chat_event *ev, bool history);
-/* A notice about about (may be NULL) to r: through the bus, or to this server's
- * members of r when the bus cannot take it now. */
-void chat_notify(chat_room *r, chat_session *about, chat_event *ev);
 /* A line of the server's to s alone: a reply, or an error. */
 void chat_reply(chat_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void chat_error(chat_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -186,8 +183,8 @@ unsigned chat_room_nicks(chat_room *r, const char **out, unsigned max);
  * room at a time under its lock: a line relayed to a room meanwhile reaches all of its
  * members or none (shutdown). */
 void chat_rooms_close_all(chat_event *bye);
-/* Appends "name (members)" (after ", " unless first) to the list in buf; false, with
- * "..." at the end, when it does not fit. */
-bool chat_rooms_append(char *buf, size_t cap, size_t *len, const char *name, unsigned members);
+/* A notice about about (may be NULL) to r: through the bus, or to this server's
+ * members of r when the bus cannot take it now. */
+void chat_notify(chat_room *r, chat_session *about, chat_event *ev);
 
 #endif

@@ -1,7 +1,7 @@
 /*
  * The registry: every session of this server, the names they are reached by, the
- * client count (--max-clients) and the server's closing.  Sessions themselves (their
- * life, their lines) are session.c's; rooms are room.c's.
+ * client count (--max-clients) and the server's closing.  A session's life is core.c's,
+ * what its lines do commands.c's, rooms room.c's.
  */
 #include "chat.h"
 #include "strmap.h"
