@@ -297,6 +297,8 @@ size_t px__iov_copy(const struct iovec *iov, int n, char *dst, size_t cap);
 void px__stream_sent(px_stream *s, size_t n);
 void px__stream_send_failed(px_stream *s, int err);
 void px__stream_closed(px_stream *s);
+
+/* listener.c (loop thread) */
 void px__listener_accepted(px_listener *l, int fd);
 void px__listener_failed(px_listener *l, int err);
 void px__listener_start(px_listener *l);
