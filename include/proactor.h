@@ -20,6 +20,11 @@
  *    running.
  *  - Handlers are never called from inside the call that caused them.
  *  - Every handle has a create/destroy (or open/close) pair.
+ *  - Debug builds of the library (compiled with PX_DEBUG, as the sanitizer
+ *    builds are) check these rules where they can: a "loop thread" function
+ *    called from another thread while the loop runs, or a broken internal
+ *    invariant, aborts with a message naming the check.  Release builds do
+ *    not check (such a call is then a data race).
  */
 #ifndef PROACTOR_H
 #define PROACTOR_H

@@ -443,7 +443,7 @@ static void on_send(px_loop *loop, px_stream *s, int res)
         close_if_idle(s);
     } else if (res >= 0) {
         px__stream_sent(s, (size_t)res); /* may start closing */
-        if (!s->be_closing && s->state != PX_ST_CLOSED)
+        if (!s->be_closing && !px__stream_is_closed(s))
             ur_stream_send(loop, s); /* the rest, or what came meanwhile */
     } else if (res == -EAGAIN || res == -EINTR) {
         ur_stream_send(loop, s);

@@ -36,7 +36,8 @@ void px__exec_run_event(px_stream *s)
         s->h.on_open(s, user);
         break;
     case PX_EV_DATA:
-        if (!atomic_load(&s->no_data))
+        /* No on_data starts once px_stream_close/abort has returned. */
+        if (atomic_load_explicit(&s->shut, memory_order_acquire) == PX_SHUT_NONE)
             s->h.on_data(s, s->ev_data, s->ev_len, user);
         break;
     case PX_EV_CLOSE:

@@ -147,6 +147,7 @@ void px_listener_close(px_listener *l)
 
 void px__listener_start(px_listener *l)
 {
+    PX_ASSERT_LOOP_THREAD(l->loop);
     px_loop *loop = l->loop;
     l->next = loop->listeners;
     l->prev = NULL;
@@ -163,6 +164,7 @@ void px__listener_start(px_listener *l)
 
 void px__listener_shutdown(px_listener *l)
 {
+    PX_ASSERT_LOOP_THREAD(l->loop);
     px_loop *loop = l->loop;
     if (l->pause)
         px_timer_cancel(l->pause);
@@ -181,6 +183,7 @@ void px__listener_shutdown(px_listener *l)
 
 void px__listener_accepted(px_listener *l, int fd)
 {
+    PX_ASSERT_LOOP_THREAD(l->loop);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (l->keepalive_s) {
@@ -252,6 +255,7 @@ static int shed_one(px_listener *l)
 
 void px__listener_failed(px_listener *l, int err)
 {
+    PX_ASSERT_LOOP_THREAD(l->loop);
     if (err == -EMFILE || err == -ENFILE) {
         int shed = shed_one(l);
         if (shed == 0) {

@@ -77,6 +77,20 @@ bool px__on_loop(const px_loop *loop)
                          pthread_self());
 }
 
+bool px__loop_thread_ok(const px_loop *loop)
+{
+    return !atomic_load_explicit(&loop->running, memory_order_acquire) || px__on_loop(loop);
+}
+
+#ifdef PX_DEBUG
+void px__assert_fail(const char *what, const char *file, int line, const char *func)
+{
+    fprintf(stderr, "libproactor: debug check failed: %s (%s:%d, %s)\n", what, file, line,
+            func);
+    abort();
+}
+#endif
+
 void px__wake(px_loop *loop) { loop->be->wake(loop); }
 
 /* Appends to the cross-thread lists; returns whether the loop must be woken. */
@@ -368,6 +382,7 @@ void px_loop_destroy(px_loop *loop)
 {
     if (!loop)
         return;
+    PX_ASSERT(!atomic_load(&loop->in_run)); /* "destroys a loop that is not running" */
     enter_loop_thread(loop);
     loop->destroying = true;
     process_requests(loop); /* starts what was opened or listened meanwhile */

@@ -1,0 +1,247 @@
+/* The stream's state machine (src/proactor/stream.c, top of file) seen from
+ * outside: the states a graceful close, an abort and a linger timeout pass
+ * through, read on the loop thread; and, in debug builds (PX_DEBUG: the sanitizer builds), the checks that
+ * abort on a loop-thread-only call from elsewhere or a transition the table
+ * does not have. */
+#include "helpers.h"
+#include "proactor/internal.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* ---- reading the state on the loop thread ---- */
+
+typedef struct state_probe {
+    px_stream *s;
+    px_stream_state state;
+} state_probe;
+
+static void noop(void *arg) { (void)arg; }
+
+static void read_state(void *arg)
+{
+    state_probe *p = arg;
+    p->state = p->s->state;
+}
+
+/* The state once the loop has acted on everything asked of it before this
+ * call: the first post is taken with the requests queued before it (the
+ * loop handles those in the same pass, after the posts); the second runs in
+ * a later pass and reads the state. */
+static px_stream_state state_now(px_loop *loop, px_stream *s)
+{
+    state_probe p = {.s = s};
+    tc_run_on_loop(loop, noop, NULL);
+    tc_run_on_loop(loop, read_state, &p);
+    return p.state;
+}
+
+static unsigned shut_now(px_stream *s) { return atomic_load(&s->shut); }
+
+#define QUEUED_BYTES (256 * 1024) /* far more than the socket pair holds */
+
+/* An open stream (on_open has run) whose peer does not read, with bytes
+ * still queued: sv[1] is the peer. */
+static px_stream *open_stuck(px_loop *loop, int sv[2], tc_sink *k)
+{
+    tc_socketpair(sv);
+    tc_small_sndbuf(sv[0], 16 * 1024);
+    tc_sink_init(k);
+    px_stream *s = NULL;
+    cr_assert_eq(px_stream_open(loop, &s, sv[0], &tc_sink_handlers, k, NULL), 0);
+    px_stream_retain(s); /* read after on_close */
+    cr_assert(tc_wait_ge(&k->opens, 1, 5000), "no on_open");
+    cr_assert_eq(state_now(loop, s), PX_ST_OPEN);
+    cr_assert_eq(shut_now(s), PX_SHUT_NONE);
+    char *big = malloc(QUEUED_BYTES);
+    cr_assert_not_null(big);
+    tc_fill(big, QUEUED_BYTES, 7, 0);
+    px_buf *b = NULL;
+    cr_assert_eq(px_buf_new(&b, big, QUEUED_BYTES), 0);
+    free(big);
+    cr_assert_eq(px_stream_send(s, b), 0);
+    px_buf_release(b);
+    return s;
+}
+
+/* OPEN -> DRAINING -> (CLOSING -> CLOSED) -> FINAL, cause 0: a graceful close
+ * with bytes queued waits for the peer to take them. */
+TC_EXEC_PARAMS(stream_state, graceful_close_drains)
+
+ParameterizedTest(px_executor *ex, stream_state, graceful_close_drains, .timeout = 30)
+{
+    px_loop *loop = tc_loop_new(*ex, NULL);
+    tc_runner r;
+    tc_runner_start(&r, loop);
+    int sv[2];
+    tc_sink k;
+    px_stream *s = open_stuck(loop, sv, &k);
+
+    px_stream_close(s);
+    /* Refused from the moment close returns, whatever the loop has done. */
+    cr_assert_eq(shut_now(s), PX_SHUT_CLOSE);
+    px_buf *b = NULL;
+    cr_assert_eq(px_buf_new(&b, "x", 1), 0);
+    cr_assert_eq(px_stream_send(s, b), -EPIPE);
+    px_buf_release(b);
+    cr_assert_eq(state_now(loop, s), PX_ST_DRAINING, "bytes queued: the close drains them");
+    cr_assert_eq(atomic_load(&k.closes), 0);
+
+    char *got = malloc(QUEUED_BYTES);
+    cr_assert_not_null(got);
+    cr_assert_eq(tc_read_exact(sv[1], got, QUEUED_BYTES, 10000, NULL), 0);
+    cr_assert_eq(tc_check_fill(got, QUEUED_BYTES, 7, 0), QUEUED_BYTES);
+    free(got);
+    cr_assert_eq(tc_read_eof(sv[1], 10000, false), 0);
+    cr_assert(tc_wait_ge(&k.closes, 1, 10000), "no on_close");
+    cr_assert_eq(atomic_load(&k.cause), 0);
+    cr_assert_eq(state_now(loop, s), PX_ST_FINAL);
+    cr_assert_eq(s->fd, -1);
+
+    close(sv[1]);
+    tc_runner_finish(&r);
+    px_stream_release(s);
+    cr_assert_eq(atomic_load(&k.closes), 1);
+    tc_assert_no_failures();
+}
+
+/* DRAINING -> CLOSING on an abort: shut rises to ABORT, the cause says so. */
+Test(stream_state, abort_while_draining, .timeout = 30)
+{
+    px_loop *loop = tc_loop_new(PX_EXEC_POOL, NULL);
+    tc_runner r;
+    tc_runner_start(&r, loop);
+    int sv[2];
+    tc_sink k;
+    px_stream *s = open_stuck(loop, sv, &k);
+
+    px_stream_close(s);
+    cr_assert_eq(state_now(loop, s), PX_ST_DRAINING);
+    px_stream_abort(s);
+    cr_assert_eq(shut_now(s), PX_SHUT_ABORT);
+    cr_assert(tc_wait_ge(&k.closes, 1, 10000), "no on_close after abort");
+    cr_assert_eq(atomic_load(&k.cause), -ECONNABORTED);
+    cr_assert_eq(state_now(loop, s), PX_ST_FINAL);
+
+    close(sv[1]);
+    tc_runner_finish(&r);
+    px_stream_release(s);
+    tc_assert_no_failures();
+}
+
+/* DRAINING -> CLOSING when the linger timer expires: -ETIMEDOUT. */
+Test(stream_state, linger_expires, .timeout = 30)
+{
+    px_loop *loop = tc_loop_new(PX_EXEC_POOL, &(px_loop_opts){.linger_ms = 200});
+    tc_runner r;
+    tc_runner_start(&r, loop);
+    int sv[2];
+    tc_sink k;
+    px_stream *s = open_stuck(loop, sv, &k);
+
+    px_stream_close(s);
+    cr_assert_eq(state_now(loop, s), PX_ST_DRAINING);
+    cr_assert(tc_wait_ge(&k.closes, 1, 10000), "no on_close after the linger time");
+    cr_assert_eq(atomic_load(&k.cause), -ETIMEDOUT);
+    cr_assert_eq(state_now(loop, s), PX_ST_FINAL);
+
+    close(sv[1]);
+    tc_runner_finish(&r);
+    px_stream_release(s);
+    tc_assert_no_failures();
+}
+
+/* ---- debug checks (PX_DEBUG builds only: elsewhere these would be races) ---- */
+
+#ifdef PX_DEBUG
+
+/* A running loop (the loop thread has run a post) with one open stream. */
+static px_stream *running_with_stream(tc_runner *r, int sv[2], tc_sink *k)
+{
+    px_loop *loop = tc_loop_new(PX_EXEC_POOL, NULL);
+    tc_runner_start(r, loop);
+    tc_socketpair(sv);
+    tc_sink_init(k);
+    px_stream *s = NULL;
+    cr_assert_eq(px_stream_open(loop, &s, sv[0], &tc_sink_handlers, k, NULL), 0);
+    cr_assert(tc_wait_ge(&k->opens, 1, 5000), "no on_open");
+    tc_run_on_loop(loop, noop, NULL);
+    return s;
+}
+
+/* A loop-thread-only internal call from another thread while the loop runs. */
+Test(stream_state, debug_loop_thread_call_elsewhere_aborts, .signal = SIGABRT, .timeout = 20)
+{
+    tc_runner r;
+    int sv[2];
+    tc_sink k;
+    px_stream *s = running_with_stream(&r, sv, &k);
+    px__stream_begin_close(s, 0, false);
+    cr_assert_fail("px__stream_begin_close off the loop thread went unnoticed");
+}
+
+/* The same through the public API: px_watch_set is loop thread only. */
+static void watch_ignore(px_watch *w, unsigned ready, void *user)
+{
+    (void)w;
+    (void)ready;
+    (void)user;
+}
+
+Test(stream_state, debug_watch_set_elsewhere_aborts, .signal = SIGABRT, .timeout = 20)
+{
+    px_loop *loop = tc_loop_new(PX_EXEC_POOL, NULL);
+    int pv[2];
+    cr_assert_eq(pipe(pv), 0);
+    px_watch *w = NULL;
+    /* Any thread before the loop first runs. */
+    cr_assert_eq(px_watch_start(loop, &w, pv[0], PX_WATCH_READ, watch_ignore, NULL), 0);
+    tc_runner r;
+    tc_runner_start(&r, loop);
+    tc_run_on_loop(loop, noop, NULL);
+    px_watch_set(w, 0);
+    cr_assert_fail("px_watch_set off the loop thread went unnoticed");
+}
+
+/* px_loop_destroy on a loop that is running. */
+Test(stream_state, debug_destroy_running_loop_aborts, .signal = SIGABRT, .timeout = 20)
+{
+    px_loop *loop = tc_loop_new(PX_EXEC_POOL, NULL);
+    tc_runner r;
+    tc_runner_start(&r, loop);
+    tc_run_on_loop(loop, noop, NULL);
+    px_loop_destroy(loop);
+    cr_assert_fail("px_loop_destroy of a running loop went unnoticed");
+}
+
+/* A transition the table does not have: OPEN -> CLOSED (the backend reporting
+ * a close nobody asked for). */
+static void report_closed(void *arg) { px__stream_closed(arg); }
+
+Test(stream_state, debug_illegal_transition_aborts, .signal = SIGABRT, .timeout = 20)
+{
+    tc_runner r;
+    int sv[2];
+    tc_sink k;
+    px_stream *s = running_with_stream(&r, sv, &k);
+    tc_run_on_loop(r.loop, report_closed, s);
+    cr_assert_fail("OPEN -> CLOSED went unnoticed");
+}
+
+/* A handler's completion reported while no event is out. */
+static void report_done(void *arg) { px__stream_event_done(arg); }
+
+Test(stream_state, debug_done_without_event_aborts, .signal = SIGABRT, .timeout = 20)
+{
+    tc_runner r;
+    int sv[2];
+    tc_sink k;
+    px_stream *s = running_with_stream(&r, sv, &k);
+    tc_run_on_loop(r.loop, report_done, s);
+    cr_assert_fail("an event completion with no event out went unnoticed");
+}
+
+#endif /* PX_DEBUG */
