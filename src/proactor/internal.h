@@ -295,10 +295,13 @@ struct px_loop {
     char *rbuf;             /* read scratch, opts.recv_bytes */
     int reserve_fd;         /* spare descriptor for EMFILE shedding */
     bool self_posted;       /* the loop thread posted to itself */
+#ifdef PX_DEBUG
     /* For post-mortem reports (a debugger, the session fuzz target's stall report):
-     * the timeout of the backend wait under way, and how many waits there were. */
+     * the timeout of the backend wait under way, and how many waits there were.
+     * Debug builds only: they cost two atomic writes per pass. */
     _Atomic int wait_timeout;  /* -2: not waiting */
     atomic_ulong waits;
+#endif
 
     px_exec exec;
 };

@@ -245,10 +245,14 @@ static void loop_iterate(px_loop *loop, int max_timeout_ms)
     if (max_timeout_ms >= 0 && (timeout < 0 || timeout > max_timeout_ms))
         timeout = max_timeout_ms;
     loop->self_posted = false;
+#ifdef PX_DEBUG
     atomic_store_explicit(&loop->wait_timeout, timeout, memory_order_relaxed);
     atomic_fetch_add_explicit(&loop->waits, 1, memory_order_relaxed);
+#endif
     loop->be->wait(loop, timeout);
+#ifdef PX_DEBUG
     atomic_store_explicit(&loop->wait_timeout, -2, memory_order_relaxed);
+#endif
     px__timers_run(loop);
     if (loop->watches_stopped)
         px__watches_reap(loop, false);
@@ -342,6 +346,9 @@ int px_loop_create(px_loop **out, const px_loop_opts *opts)
     loop->opts = o;
     loop->wake_io.kind = PX_IO_WAKE;
     loop->reserve_fd = -1;
+#ifdef PX_DEBUG
+    atomic_init(&loop->wait_timeout, -2);
+#endif
     pthread_mutex_init(&loop->lock, NULL);
     pthread_cond_init(&loop->timer_done, NULL);
     loop->rbuf = malloc(o.recv_bytes);

@@ -26,6 +26,9 @@
  * stall; a loop that runs, or waits for the CPU, gets up to STALL_MAX_MS.
  */
 #include "proactor/internal.h" /* stall reports show the streams' state */
+#ifndef PX_DEBUG
+#error "the stall reports read the loop's debug counters: build with -DPX_DEBUG (make fuzz does)"
+#endif
 #include "server/chat.h"
 #include "server/log.h"
 
