@@ -268,12 +268,15 @@ PX_API void px_stream_resume(px_stream *s);
 PX_API int px_stream_call(px_stream *s, void (*fn)(px_stream *s, void *arg, void *user),
                           void *arg);
 
-/* From inside on_data only: the last n bytes of this chunk were not used;
- * deliver them again, before anything new, at the stream's next read (after
- * a pause, if one is set).  With px_stream_pause this lets an application
- * stop mid-chunk, for instance to enforce a rate, without losing input or
- * holding it itself.  n larger than the chunk counts as the whole chunk.
- * Returns 0 or -ENOMEM (nothing kept: the bytes count as used). */
+/* From inside s's own on_data only (on the thread running it): the last n
+ * bytes of this chunk were not used; deliver them again, before anything new,
+ * at the stream's next read (after a pause, if one is set).  With
+ * px_stream_pause this lets an application stop mid-chunk, for instance to
+ * enforce a rate, without losing input or holding it itself.  n larger than
+ * the chunk counts as the whole chunk.  Returns 0, -ENOMEM (nothing kept: the
+ * bytes count as used), or -EINVAL when s is NULL or the call is not made
+ * from s's on_data (from another handler, another stream's on_data, or
+ * another thread): nothing is kept. */
 PX_API int px_stream_keep(px_stream *s, size_t n);
 
 /* Keeps the stream's memory valid beyond on_close (for instance while another

@@ -374,6 +374,8 @@ int px__exec_init(px_loop *loop);
 void px__exec_submit(px_loop *loop, px_stream *s);
 void px__exec_fini(px_loop *loop);
 void px__exec_run_event(px_stream *s);
+/* Whether this thread is inside s's on_data (px_stream_keep is valid only there). */
+bool px__exec_in_on_data(const px_stream *s);
 
 /* buf.c */
 static inline unsigned px__refs_dec(atomic_uint *r)

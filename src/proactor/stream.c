@@ -521,8 +521,12 @@ void px__stream_progress(px_stream *s)
 
 int px_stream_keep(px_stream *s, size_t n)
 {
-    /* Runs inside on_data: the stream is busy, so the loop leaves ev_* and
-     * kept alone until the handler's completion is reported. */
+    /* Inside on_data (checked: the executor marks the thread that runs it)
+     * the stream is busy, so the loop leaves ev_* and kept alone until the
+     * handler's completion is reported.  Anywhere else they may be changing
+     * under the caller. */
+    if (!s || !px__exec_in_on_data(s))
+        return -EINVAL;
     if (n > s->ev_len)
         n = s->ev_len;
     if (n == 0)

@@ -1,6 +1,7 @@
 /* The stream's state machine (src/proactor/stream.c, top of file) seen from
  * outside: the states a graceful close, an abort and a linger timeout pass
- * through, read on the loop thread; and, in debug builds (PX_DEBUG: the sanitizer builds), the checks that
+ * through, read on the loop thread; px_stream_keep refused outside on_data;
+ * and, in debug builds (PX_DEBUG: the sanitizer builds), the checks that
  * abort on a loop-thread-only call from elsewhere or a transition the table
  * does not have. */
 #include "helpers.h"
@@ -151,6 +152,112 @@ Test(stream_state, linger_expires, .timeout = 30)
     close(sv[1]);
     tc_runner_finish(&r);
     px_stream_release(s);
+    tc_assert_no_failures();
+}
+
+/* ---- px_stream_keep outside on_data ---- */
+
+typedef struct keep_probe {
+    px_stream *other;           /* another open stream */
+    tc_gate release_data;       /* on_data waits on it the first time */
+    atomic_bool in_data;
+    atomic_int data_calls;
+    atomic_int open_rc, data_rc, other_rc, call_rc, close_rc;
+    atomic_int calls, closes;
+} keep_probe;
+
+static void kp_open(px_stream *s, void *user)
+{
+    keep_probe *p = user;
+    atomic_store(&p->open_rc, px_stream_keep(s, 1));
+}
+
+static void kp_data(px_stream *s, const char *bytes, size_t len, void *user)
+{
+    (void)bytes;
+    (void)len;
+    keep_probe *p = user;
+    if (atomic_fetch_add(&p->data_calls, 1) != 0)
+        return;
+    atomic_store(&p->data_rc, px_stream_keep(s, 0)); /* here it is allowed */
+    atomic_store(&p->other_rc, px_stream_keep(p->other, 1)); /* not another stream's */
+    atomic_store(&p->in_data, true);
+    TC_CHECK(tc_gate_wait(&p->release_data, 10000));
+}
+
+static void kp_call(px_stream *s, void *arg, void *user)
+{
+    (void)arg;
+    keep_probe *p = user;
+    atomic_store(&p->call_rc, px_stream_keep(s, 1));
+    atomic_fetch_add(&p->calls, 1);
+}
+
+static void kp_close(px_stream *s, int cause, void *user)
+{
+    (void)cause;
+    keep_probe *p = user;
+    atomic_store(&p->close_rc, px_stream_keep(s, 1));
+    atomic_fetch_add(&p->closes, 1);
+}
+
+static const px_stream_handlers kp_handlers = {
+    .on_open = kp_open, .on_data = kp_data, .on_close = kp_close};
+
+TC_EXEC_PARAMS(stream_state, keep_outside_on_data_is_einval)
+
+ParameterizedTest(px_executor *ex, stream_state, keep_outside_on_data_is_einval, .timeout = 30)
+{
+    px_loop *loop = tc_loop_new(*ex, NULL);
+    tc_runner r;
+    tc_runner_start(&r, loop);
+    keep_probe *p = calloc(1, sizeof(*p));
+    cr_assert_not_null(p);
+    tc_gate_init(&p->release_data);
+    atomic_store(&p->open_rc, 1);
+    atomic_store(&p->data_rc, 1);
+    atomic_store(&p->other_rc, 1);
+    atomic_store(&p->call_rc, 1);
+    atomic_store(&p->close_rc, 1);
+
+    int ov[2], sv[2];
+    tc_socketpair(ov);
+    tc_socketpair(sv);
+    tc_sink ok;
+    tc_sink_init(&ok);
+    cr_assert_eq(px_stream_open(loop, &p->other, ov[0], &tc_sink_handlers, &ok, NULL), 0);
+    px_stream *s = NULL;
+    cr_assert_eq(px_stream_open(loop, &s, sv[0], &kp_handlers, p, NULL), 0);
+    px_stream_retain(s);
+
+    cr_assert_eq(px_stream_keep(NULL, 1), -EINVAL);
+    cr_assert_eq(tc_write_all(sv[1], "abc", 3), 0);
+    cr_assert(tc_wait_flag(&p->in_data, 5000), "no on_data");
+    /* Its on_data runs on another thread (or on the loop thread, inline):
+     * this thread is not in it. */
+    cr_assert_eq(px_stream_keep(s, 1), -EINVAL);
+    tc_gate_open(&p->release_data);
+
+    cr_assert_eq(px_stream_call(s, kp_call, NULL), 0);
+    cr_assert(tc_wait_ge(&p->calls, 1, 5000), "the call did not run");
+    close(sv[1]); /* end of file: on_close */
+    cr_assert(tc_wait_ge(&p->closes, 1, 5000), "no on_close");
+    cr_assert_eq(px_stream_keep(s, 1), -EINVAL);
+
+    cr_assert_eq(atomic_load(&p->open_rc), -EINVAL, "keep in on_open");
+    cr_assert_eq(atomic_load(&p->data_rc), 0, "keep in on_data");
+    cr_assert_eq(atomic_load(&p->other_rc), -EINVAL, "keep on another stream in on_data");
+    cr_assert_eq(atomic_load(&p->call_rc), -EINVAL, "keep in a px_stream_call function");
+    cr_assert_eq(atomic_load(&p->close_rc), -EINVAL, "keep in on_close");
+    cr_assert_eq(atomic_load(&p->data_calls), 1, "bytes delivered again: %d on_data",
+                 atomic_load(&p->data_calls));
+
+    close(ov[1]);
+    cr_assert(tc_wait_ge(&ok.closes, 1, 5000));
+    tc_runner_finish(&r);
+    px_stream_release(s);
+    tc_gate_destroy(&p->release_data);
+    free(p);
     tc_assert_no_failures();
 }
 
