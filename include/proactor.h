@@ -43,6 +43,26 @@ extern "C" {
 #define PX_API
 #endif
 
+/* ------------------------------------------------------------------------ */
+/* Version                                                                   */
+
+/* The version of this header.  The minor number grows with additions to the
+ * API; before 1.0 a minor step may also change it incompatibly. */
+#define PX_VERSION_MAJOR 0
+#define PX_VERSION_MINOR 9
+#define PX_VERSION_PATCH 0
+#define PX_VERSION_STRINGIFY_(x) #x
+#define PX_VERSION_STRINGIFY(x) PX_VERSION_STRINGIFY_(x)
+/* "0.9.0" */
+#define PX_VERSION                                                                   \
+    PX_VERSION_STRINGIFY(PX_VERSION_MAJOR) "." PX_VERSION_STRINGIFY(PX_VERSION_MINOR) "." \
+        PX_VERSION_STRINGIFY(PX_VERSION_PATCH)
+
+/* The version of the library actually linked, as PX_VERSION spells it; it
+ * differs from this header's PX_VERSION when a program runs against another
+ * build of the shared library.  Any thread; the string is static. */
+PX_API const char *px_version(void);
+
 typedef struct px_loop px_loop;
 typedef struct px_listener px_listener;
 typedef struct px_stream px_stream;

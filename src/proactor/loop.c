@@ -18,6 +18,8 @@
 #define PX_DEFAULT_LINGER_MS 5000u
 #define PX_MAX_THREADS 1024u
 
+const char *px_version(void) { return PX_VERSION; }
+
 const char *px_strerror(int err)
 {
     if (err == PX_ESENDQ)

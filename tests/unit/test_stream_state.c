@@ -1,13 +1,14 @@
 /* The stream's state machine (src/proactor/stream.c, top of file) seen from
  * outside: the states a graceful close, an abort and a linger timeout pass
  * through, read on the loop thread; px_stream_keep refused outside on_data;
- * and, in debug builds (PX_DEBUG: the sanitizer builds), the checks that
+ * the version; and, in debug builds (PX_DEBUG: the sanitizer builds), the checks that
  * abort on a loop-thread-only call from elsewhere or a transition the table
  * does not have. */
 #include "helpers.h"
 #include "proactor/internal.h"
 
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -259,6 +260,19 @@ ParameterizedTest(px_executor *ex, stream_state, keep_outside_on_data_is_einval,
     tc_gate_destroy(&p->release_data);
     free(p);
     tc_assert_no_failures();
+}
+
+/* ---- the version (kept here while the test files are being reorganised) ---- */
+
+Test(version, header_and_library_agree)
+{
+    char want[32];
+    snprintf(want, sizeof(want), "%d.%d.%d", PX_VERSION_MAJOR, PX_VERSION_MINOR,
+             PX_VERSION_PATCH);
+    cr_assert_str_eq(PX_VERSION, want, "PX_VERSION does not spell the numbers");
+    cr_assert_not_null(px_version());
+    cr_assert_str_eq(px_version(), PX_VERSION, "library %s, header %s", px_version(),
+                     PX_VERSION);
 }
 
 /* ---- debug checks (PX_DEBUG builds only: elsewhere these would be races) ---- */
