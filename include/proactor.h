@@ -1,8 +1,13 @@
 /*
  * libproactor: a small completion-based asynchronous I/O library for Linux.
  *
- * A loop (the proactor) owns a backend (epoll today; io_uring slots in behind
- * the same API), a set of timers and a thread-safe way to post work to it.
+ * A loop (the proactor) owns a backend, a set of timers and a thread-safe way
+ * to post work to it.  Two backends sit behind the same API: io_uring (the
+ * kernel completes the operations: multishot accept, receives into a ring of
+ * provided buffers, the queued buffers in one sendmsg) and epoll (readiness
+ * turned into completions inside the library).  PX_BACKEND_AUTO, the
+ * default, uses io_uring where the kernel offers and allows it and falls
+ * back to epoll otherwise (px_loop_backend_note says which, and why).
  * Listeners deliver accepted connections as streams; a stream delivers the
  * bytes it receives to its handler and sends reference-counted immutable
  * buffers, queued in a bounded per-stream send queue.  Handlers run on an
