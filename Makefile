@@ -23,7 +23,8 @@
 #   make clean                 remove everything the build made
 #
 # Variables: CC (gcc; CC=clang works), SANITIZE (empty|address|thread), WERROR (1 adds
-# -Werror), TEST_VARIANTS (release address thread), ARGS (for run).
+# -Werror), PX_DEBUG (1: the library's debug checks; default 1 with SANITIZE, else 0),
+# TEST_VARIANTS (release address thread), ARGS (for run).
 
 ifeq ($(origin CC),default)
 CC := gcc
@@ -59,13 +60,30 @@ endif
 BUILD := build/$(VARIANT)
 OBJ := $(BUILD)/obj
 
+# PX_DEBUG: the library's debug checks (loop-thread-only calls, the stream state
+# machine's transitions and invariants; src/proactor/internal.h) and post-mortem
+# counters.  On in the sanitizer builds (and make fuzz), off in release.  The tests
+# see it too, so those that provoke a check exist only where it is on.
+ifeq ($(SANITIZE),)
+PX_DEBUG ?= 0
+else
+PX_DEBUG ?= 1
+endif
+ifeq ($(PX_DEBUG),1)
+DEBUG_FLAGS := -DPX_DEBUG
+else ifeq ($(PX_DEBUG),0)
+DEBUG_FLAGS :=
+else
+$(error PX_DEBUG must be 0 or 1 (got '$(PX_DEBUG)'))
+endif
+
 BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -O2 -g -pthread -Iinclude -MMD -MP
 ifeq ($(WERROR),1)
 BASE_CFLAGS += -Werror
 endif
 ALL_CFLAGS := $(BASE_CFLAGS) $(SAN_FLAGS) $(CFLAGS)
-LIB_CFLAGS := $(ALL_CFLAGS) -fPIC -fvisibility=hidden -DPX_BUILDING_LIBRARY
-TEST_CFLAGS := $(ALL_CFLAGS) -Isrc
+LIB_CFLAGS := $(ALL_CFLAGS) $(DEBUG_FLAGS) -fPIC -fvisibility=hidden -DPX_BUILDING_LIBRARY
+TEST_CFLAGS := $(ALL_CFLAGS) $(DEBUG_FLAGS) -Isrc
 ALL_LDFLAGS := -pthread $(SAN_FLAGS) $(LDFLAGS)
 # liburing is linked only where something uses it.
 LIB_LDLIBS := -Wl,--as-needed -luring -Wl,--no-as-needed $(LDLIBS)
@@ -257,7 +275,7 @@ bench-compare:
 FUZZ_TARGETS := frame sanitize cmd options session
 FUZZ_CC ?= clang
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -pthread \
-	-fsanitize=fuzzer,address,undefined -Isrc -Iinclude -DPX_BUILDING_LIBRARY
+	-fsanitize=fuzzer,address,undefined -Isrc -Iinclude -DPX_BUILDING_LIBRARY -DPX_DEBUG
 SECONDS ?= 60
 FUZZ_PROTO := src/server/proto.c
 FUZZ_SRCS_frame := $(FUZZ_PROTO)

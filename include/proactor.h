@@ -1,8 +1,13 @@
 /*
  * libproactor: a small completion-based asynchronous I/O library for Linux.
  *
- * A loop (the proactor) owns a backend (epoll today; io_uring slots in behind
- * the same API), a set of timers and a thread-safe way to post work to it.
+ * A loop (the proactor) owns a backend, a set of timers and a thread-safe way
+ * to post work to it.  Two backends sit behind the same API: io_uring (the
+ * kernel completes the operations: multishot accept, receives into a ring of
+ * provided buffers, the queued buffers in one sendmsg) and epoll (readiness
+ * turned into completions inside the library).  PX_BACKEND_AUTO, the
+ * default, uses io_uring where the kernel offers and allows it and falls
+ * back to epoll otherwise (px_loop_backend_note says which, and why).
  * Listeners deliver accepted connections as streams; a stream delivers the
  * bytes it receives to its handler and sends reference-counted immutable
  * buffers, queued in a bounded per-stream send queue.  Handlers run on an
@@ -20,6 +25,11 @@
  *    running.
  *  - Handlers are never called from inside the call that caused them.
  *  - Every handle has a create/destroy (or open/close) pair.
+ *  - Debug builds of the library (compiled with PX_DEBUG, as the sanitizer
+ *    builds are) check these rules where they can: a "loop thread" function
+ *    called from another thread while the loop runs, or a broken internal
+ *    invariant, aborts with a message naming the check.  Release builds do
+ *    not check (such a call is then a data race).
  */
 #ifndef PROACTOR_H
 #define PROACTOR_H
@@ -37,6 +47,26 @@ extern "C" {
 #else
 #define PX_API
 #endif
+
+/* ------------------------------------------------------------------------ */
+/* Version                                                                   */
+
+/* The version of this header.  The minor number grows with additions to the
+ * API; before 1.0 a minor step may also change it incompatibly. */
+#define PX_VERSION_MAJOR 0
+#define PX_VERSION_MINOR 9
+#define PX_VERSION_PATCH 0
+#define PX_VERSION_STRINGIFY_(x) #x
+#define PX_VERSION_STRINGIFY(x) PX_VERSION_STRINGIFY_(x)
+/* "0.9.0" */
+#define PX_VERSION                                                                   \
+    PX_VERSION_STRINGIFY(PX_VERSION_MAJOR) "." PX_VERSION_STRINGIFY(PX_VERSION_MINOR) "." \
+        PX_VERSION_STRINGIFY(PX_VERSION_PATCH)
+
+/* The version of the library actually linked, as PX_VERSION spells it; it
+ * differs from this header's PX_VERSION when a program runs against another
+ * build of the shared library.  Any thread; the string is static. */
+PX_API const char *px_version(void);
 
 typedef struct px_loop px_loop;
 typedef struct px_listener px_listener;
@@ -263,12 +293,15 @@ PX_API void px_stream_resume(px_stream *s);
 PX_API int px_stream_call(px_stream *s, void (*fn)(px_stream *s, void *arg, void *user),
                           void *arg);
 
-/* From inside on_data only: the last n bytes of this chunk were not used;
- * deliver them again, before anything new, at the stream's next read (after
- * a pause, if one is set).  With px_stream_pause this lets an application
- * stop mid-chunk, for instance to enforce a rate, without losing input or
- * holding it itself.  n larger than the chunk counts as the whole chunk.
- * Returns 0 or -ENOMEM (nothing kept: the bytes count as used). */
+/* From inside s's own on_data only (on the thread running it): the last n
+ * bytes of this chunk were not used; deliver them again, before anything new,
+ * at the stream's next read (after a pause, if one is set).  With
+ * px_stream_pause this lets an application stop mid-chunk, for instance to
+ * enforce a rate, without losing input or holding it itself.  n larger than
+ * the chunk counts as the whole chunk.  Returns 0, -ENOMEM (nothing kept: the
+ * bytes count as used), or -EINVAL when s is NULL or the call is not made
+ * from s's on_data (from another handler, another stream's on_data, or
+ * another thread): nothing is kept. */
 PX_API int px_stream_keep(px_stream *s, size_t n);
 
 /* Keeps the stream's memory valid beyond on_close (for instance while another

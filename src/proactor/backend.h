@@ -1,7 +1,11 @@
 /*
  * The backend table: the only way the core reaches the operating system's
- * I/O interface.  One const instance per backend file (epoll today, io_uring
- * next); the core never knows which one it holds.
+ * I/O interface.  One const instance per backend file: backend_uring.c
+ * (io_uring, a true completion interface) and backend_epoll.c (readiness
+ * turned into completions).  loop.c picks one at px_loop_create: the one
+ * asked for, or for PX_BACKEND_AUTO io_uring, falling back to epoll when
+ * io_uring cannot be set up here (too old a kernel, seccomp, the
+ * io_uring_disabled sysctl).  The core never knows which one it holds.
  *
  * Every function runs on the loop thread (wake excepted).  Completions come
  * back through the px__stream_* and px__listener_* calls in internal.h, never

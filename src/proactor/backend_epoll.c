@@ -91,7 +91,7 @@ static void do_write(px_stream *s)
 {
     epoll_state *st = s->loop->be_data;
     struct iovec *iov = st->iov;
-    while (s->be_writable && s->state != PX_ST_CLOSED) {
+    while (s->be_writable && !px__stream_is_closed(s)) {
         int n = px__stream_iov(s, iov, PX_IOV_BATCH);
         if (n == 0) {
             s->be_want_write = false;
@@ -177,7 +177,7 @@ static void ep_wait(px_loop *loop, int timeout_ms)
         }
         case PX_IO_STREAM: {
             px_stream *s = (px_stream *)io;
-            if (s->state == PX_ST_CLOSED)
+            if (px__stream_is_closed(s))
                 break; /* stale event from this batch */
             if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
                 s->be_rdhup = true;

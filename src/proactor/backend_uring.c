@@ -5,9 +5,10 @@
  * and one send in flight: the receive takes a buffer from a ring of provided
  * buffers only when data arrives (an idle connection holds none), and the
  * send is one sendmsg of everything queued.  Buffers are as long as epoll's
- * reads (opts.recv_bytes): 16 KiB ones measured 20% slower under fan-out.  Closing shuts the socket down,
- * cancels what is in flight, and closes the descriptor once the last
- * completion is in, so every operation completes exactly once.
+ * reads (opts.recv_bytes): 16 KiB ones measured 20% slower under fan-out.  Closing
+ * cancels what is in flight (no shutdown(): the descriptor may be shared) and
+ * closes the descriptor once the last completion is in, so every operation
+ * completes exactly once.
  *
  * user_data carries a pointer with a tag in its low three bits.  A stream
  * holds a reference for each operation in flight; a listener's accept has a
@@ -443,7 +444,7 @@ static void on_send(px_loop *loop, px_stream *s, int res)
         close_if_idle(s);
     } else if (res >= 0) {
         px__stream_sent(s, (size_t)res); /* may start closing */
-        if (!s->be_closing && s->state != PX_ST_CLOSED)
+        if (!s->be_closing && !px__stream_is_closed(s))
             ur_stream_send(loop, s); /* the rest, or what came meanwhile */
     } else if (res == -EAGAIN || res == -EINTR) {
         ur_stream_send(loop, s);

@@ -28,6 +28,15 @@ static void thread_attr_init(pthread_attr_t *attr, bool detached)
     pthread_attr_setsigmask_np(attr, &mask);
 }
 
+/* The stream whose on_data this thread is running, if any: px_stream_keep
+ * works only there, where the stream's event data cannot change under it. */
+static _Thread_local const px_stream *in_on_data;
+
+bool px__exec_in_on_data(const px_stream *s)
+{
+    return in_on_data == s;
+}
+
 void px__exec_run_event(px_stream *s)
 {
     void *user = atomic_load_explicit(&s->user, memory_order_acquire);
@@ -36,8 +45,13 @@ void px__exec_run_event(px_stream *s)
         s->h.on_open(s, user);
         break;
     case PX_EV_DATA:
-        if (!atomic_load(&s->no_data))
+        /* No on_data starts once px_stream_close/abort has returned. */
+        if (atomic_load_explicit(&s->shut, memory_order_acquire) == PX_SHUT_NONE) {
+            const px_stream *outer = in_on_data;
+            in_on_data = s;
             s->h.on_data(s, s->ev_data, s->ev_len, user);
+            in_on_data = outer;
+        }
         break;
     case PX_EV_CLOSE:
         s->h.on_close(s, s->cause, user);

@@ -21,6 +21,21 @@
 
 struct px_backend_ops;
 
+/* Debug checks.  With PX_DEBUG (the sanitizer and fuzz builds; see the
+ * Makefile) a broken invariant aborts with its text and place; without it
+ * the condition is not evaluated (but still compiled, so it cannot rot). */
+#ifdef PX_DEBUG
+__attribute__((noreturn, cold)) void px__assert_fail(const char *what, const char *file,
+                                                     int line, const char *func);
+#define PX_ASSERT(cond) \
+    ((cond) ? (void)0 : px__assert_fail(#cond, __FILE__, __LINE__, __func__))
+#else
+#define PX_ASSERT(cond) ((void)(0 && (cond)))
+#endif
+/* "Loop thread" (proactor.h): the thread inside px_loop_run, or any one
+ * thread while the loop is not running (which cannot be checked). */
+#define PX_ASSERT_LOOP_THREAD(loop) PX_ASSERT(px__loop_thread_ok(loop))
+
 /* What an epoll data pointer (or io_uring user_data) designates. */
 typedef enum px_io_kind { PX_IO_WAKE, PX_IO_LISTENER, PX_IO_STREAM, PX_IO_WATCH } px_io_kind;
 typedef struct px_io {
@@ -62,13 +77,29 @@ struct px_buf {
     char bytes[]; /* the copy, for px_buf_new/px_buf_alloc */
 };
 
+/* A stream's life, loop thread only (px_stream.state).  The transition table,
+ * and which thread may do what, is at the top of stream.c. */
 typedef enum px_stream_state {
-    PX_ST_NEW,     /* created, not yet registered with the backend */
-    PX_ST_OPEN,    /* reading and writing */
-    PX_ST_CLOSING, /* graceful close: flushing the queue, not reading */
-    PX_ST_CLOSED,  /* descriptor closed; on_close pending or done */
+    PX_ST_NEW,      /* created; registration with the backend requested */
+    PX_ST_OPEN,     /* registered: read when asked, written when bytes are queued */
+    PX_ST_DRAINING, /* graceful close: not read; the queue goes out, bounded by linger */
+    PX_ST_CLOSING,  /* the backend is closing the descriptor (cancelling what is in flight) */
+    PX_ST_CLOSED,   /* descriptor closed, queue dropped; calls and on_close still to run */
+    PX_ST_FINAL,    /* on_close dispatched; the stream leaves the loop when it returns */
 } px_stream_state;
 
+/* How far px_stream_close/abort (or the loop closing the stream) has gone, as
+ * every thread sees it (px_stream.shut).  Only rises; written under
+ * px_stream.lock, so a send or call that saw NONE was queued before the queue
+ * was looked at for closing. */
+typedef enum px_shut {
+    PX_SHUT_NONE,  /* sends and calls accepted, on_data delivered */
+    PX_SHUT_CLOSE, /* closing: sends and calls refused (-EPIPE), no on_data starts */
+    PX_SHUT_ABORT, /* as CLOSE, and px_stream_abort was called: the close reports it */
+} px_shut;
+
+/* The event a stream's executor runs (px_stream.ev); PX_EV_NONE when it runs
+ * none.  At most one at a time: a stream's handlers never overlap. */
 typedef enum px_event {
     PX_EV_NONE,
     PX_EV_OPEN,
@@ -102,14 +133,15 @@ struct px_stream {
     atomic_uint refs;
     px_stream_handlers h;
     _Atomic(void *) user;
+    bool is_socket;    /* set at creation, then read-only */
+    bool can_read;     /* not a write-only descriptor; set at creation */
 
     /* Cross-thread requests: bits set with atomic OR; the stream sits on the
      * loop's request list at most once (req_queued, under loop->lock). */
     atomic_uint req;
     px_stream *req_next;
     bool req_queued;
-    atomic_bool no_data; /* close/abort requested: start no more on_data */
-    atomic_bool abort_req; /* px_stream_abort called: the close reports it */
+    atomic_uint shut; /* px_shut: written under lock, read by any thread */
 
     /* Send queue: a ring of buffer references, under lock.  Other threads
      * append; only the loop thread consumes. */
@@ -119,29 +151,26 @@ struct px_stream {
     size_t q_off;   /* bytes of q[q_head] already written */
     size_t q_bytes; /* bytes queued and not yet written */
     size_t q_max;
-    bool send_closed;   /* refuse new sends */
     bool flush_pending; /* a FLUSH request is on its way to the loop */
-    px_call *calls, **calls_tail; /* px_stream_call, in order (refused once
-                                     send_closed is set) */
+    px_call *calls, **calls_tail; /* px_stream_call, in order (refused once shut) */
     atomic_uint ncalls; /* calls queued, read without the lock by the loop */
 
     /* Loop thread only. */
     px_stream_state state;
+    px_event ev;       /* the event with the executor (none: the stream is idle) */
     int cause;         /* for on_close */
-    bool busy;         /* an event is with the executor */
-    bool after_call;   /* the last event was a call: reading goes first */
+    bool want_open;    /* on_open still to be dispatched */
     bool want_read;    /* read when idle */
     bool want_flush;   /* queue has data to write */
-    bool want_open;    /* on_open still to be dispatched */
+    bool after_call;   /* the last event was a call: reading goes first */
     bool pend_queued;  /* on loop->pend list */
-    bool close_sent;   /* on_close dispatched */
-    bool is_socket;
-    bool can_read;     /* not a write-only descriptor */
-    px_event ev;       /* the event given to the executor */
+    /* Handed to the executor with ev, back with PX_REQ_DONE. */
     px_call *ev_call;  /* for PX_EV_CALL */
     char *ev_data;
     size_t ev_len;
     bool ev_owned;     /* ev_data is a heap copy the executor frees */
+    /* Loop thread, and px_stream_keep inside on_data (the loop leaves them
+     * alone while ev is PX_EV_DATA). */
     char *kept;        /* px_stream_keep: bytes to deliver before reading */
     size_t kept_len;
     px_stream *pend_next;
@@ -152,7 +181,6 @@ struct px_stream {
     _Atomic uint64_t read_after_ms; /* px_stream_pause deadline (px_now_ms) */
 
     /* Backend state (loop thread only). */
-    bool fd_closing;   /* the backend has been told to close */
     bool be_readable, be_writable, be_rdhup, be_want_read, be_want_write;
     bool be_closing;   /* io_uring: closing once be_ops reaches 0 */
     uint8_t be_ops;    /* io_uring: operations in flight */
@@ -165,6 +193,22 @@ struct px_stream {
         struct sockaddr_in6 in6;
     } peer;
 };
+
+/* For backends: the descriptor is closed (nothing more to read or write). */
+static inline bool px__stream_is_closed(const px_stream *s)
+{
+    switch (s->state) {
+    case PX_ST_NEW:
+    case PX_ST_OPEN:
+    case PX_ST_DRAINING:
+    case PX_ST_CLOSING:
+        return false;
+    case PX_ST_CLOSED:
+    case PX_ST_FINAL:
+        return true;
+    }
+    return true;
+}
 
 struct px_listener {
     px_io io;
@@ -251,16 +295,21 @@ struct px_loop {
     char *rbuf;             /* read scratch, opts.recv_bytes */
     int reserve_fd;         /* spare descriptor for EMFILE shedding */
     bool self_posted;       /* the loop thread posted to itself */
+#ifdef PX_DEBUG
     /* For post-mortem reports (a debugger, the session fuzz target's stall report):
-     * the timeout of the backend wait under way, and how many waits there were. */
+     * the timeout of the backend wait under way, and how many waits there were.
+     * Debug builds only: they cost two atomic writes per pass. */
     _Atomic int wait_timeout;  /* -2: not waiting */
     atomic_ulong waits;
+#endif
 
     px_exec exec;
 };
 
 /* loop.c */
 bool px__on_loop(const px_loop *loop);
+/* Not running, or running on this thread (PX_ASSERT_LOOP_THREAD). */
+bool px__loop_thread_ok(const px_loop *loop);
 void px__wake(px_loop *loop);
 void px__stream_request(px_stream *s, unsigned bits);
 void px__schedule(px_stream *s);
@@ -297,6 +346,14 @@ size_t px__iov_copy(const struct iovec *iov, int n, char *dst, size_t cap);
 void px__stream_sent(px_stream *s, size_t n);
 void px__stream_send_failed(px_stream *s, int err);
 void px__stream_closed(px_stream *s);
+#ifdef PX_DEBUG
+/* One line of the stream's state for post-mortem reports, read without
+ * locks (racy by design: for a stuck loop).  Returns snprintf's count. */
+int px__stream_describe(const px_stream *s, char *buf, size_t len);
+const char *px__stream_state_name(px_stream_state state);
+#endif
+
+/* listener.c (loop thread) */
 void px__listener_accepted(px_listener *l, int fd);
 void px__listener_failed(px_listener *l, int err);
 void px__listener_start(px_listener *l);
@@ -317,6 +374,8 @@ int px__exec_init(px_loop *loop);
 void px__exec_submit(px_loop *loop, px_stream *s);
 void px__exec_fini(px_loop *loop);
 void px__exec_run_event(px_stream *s);
+/* Whether this thread is inside s's on_data (px_stream_keep is valid only there). */
+bool px__exec_in_on_data(const px_stream *s);
 
 /* buf.c */
 static inline unsigned px__refs_dec(atomic_uint *r)

@@ -18,6 +18,8 @@
 #define PX_DEFAULT_LINGER_MS 5000u
 #define PX_MAX_THREADS 1024u
 
+const char *px_version(void) { return PX_VERSION; }
+
 const char *px_strerror(int err)
 {
     if (err == PX_ESENDQ)
@@ -76,6 +78,20 @@ bool px__on_loop(const px_loop *loop)
            pthread_equal(atomic_load_explicit(&loop->thread, memory_order_relaxed),
                          pthread_self());
 }
+
+bool px__loop_thread_ok(const px_loop *loop)
+{
+    return !atomic_load_explicit(&loop->running, memory_order_acquire) || px__on_loop(loop);
+}
+
+#ifdef PX_DEBUG
+void px__assert_fail(const char *what, const char *file, int line, const char *func)
+{
+    fprintf(stderr, "libproactor: debug check failed: %s (%s:%d, %s)\n", what, file, line,
+            func);
+    abort();
+}
+#endif
 
 void px__wake(px_loop *loop) { loop->be->wake(loop); }
 
@@ -231,10 +247,14 @@ static void loop_iterate(px_loop *loop, int max_timeout_ms)
     if (max_timeout_ms >= 0 && (timeout < 0 || timeout > max_timeout_ms))
         timeout = max_timeout_ms;
     loop->self_posted = false;
+#ifdef PX_DEBUG
     atomic_store_explicit(&loop->wait_timeout, timeout, memory_order_relaxed);
     atomic_fetch_add_explicit(&loop->waits, 1, memory_order_relaxed);
+#endif
     loop->be->wait(loop, timeout);
+#ifdef PX_DEBUG
     atomic_store_explicit(&loop->wait_timeout, -2, memory_order_relaxed);
+#endif
     px__timers_run(loop);
     if (loop->watches_stopped)
         px__watches_reap(loop, false);
@@ -328,6 +348,9 @@ int px_loop_create(px_loop **out, const px_loop_opts *opts)
     loop->opts = o;
     loop->wake_io.kind = PX_IO_WAKE;
     loop->reserve_fd = -1;
+#ifdef PX_DEBUG
+    atomic_init(&loop->wait_timeout, -2);
+#endif
     pthread_mutex_init(&loop->lock, NULL);
     pthread_cond_init(&loop->timer_done, NULL);
     loop->rbuf = malloc(o.recv_bytes);
@@ -368,6 +391,7 @@ void px_loop_destroy(px_loop *loop)
 {
     if (!loop)
         return;
+    PX_ASSERT(!atomic_load(&loop->in_run)); /* "destroys a loop that is not running" */
     enter_loop_thread(loop);
     loop->destroying = true;
     process_requests(loop); /* starts what was opened or listened meanwhile */

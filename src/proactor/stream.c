@@ -1,24 +1,168 @@
 /*
- * Streams and listeners: the per-connection state machine (open, closing,
- * closed), the bounded send queue of shared buffers, and accepting with a
- * reserve descriptor for EMFILE.  The backend does the system calls; this
- * file decides what happens next and hands events to the executor.
+ * Streams: the per-connection state machine, the bounded send queue of shared
+ * buffers, and the order of handler events.  The backend does the system
+ * calls; this file decides what happens next and hands events to the
+ * executor.  Listeners are in listener.c.
+ *
+ * The life of a stream (s->state, px_stream_state; loop thread only):
+ *
+ *   from      what happens (function)                            to
+ *   NEW       START request: registered (px__stream_start)       OPEN
+ *             (registering failed, or the loop is being destroyed: OPEN, then
+ *             at once an abortive close)
+ *   OPEN      graceful close with bytes queued (begin_close:      DRAINING
+ *             px_stream_close, end of file); linger timer armed
+ *   OPEN      graceful close with nothing queued, or an abortive  CLOSING
+ *             one (abort, a read or write error, -ENOMEM,
+ *             loop destroyed) (begin_close -> finish_close)
+ *   DRAINING  the last queued byte written (px__stream_sent)      CLOSING
+ *   DRAINING  an abortive close (linger expired: -ETIMEDOUT,      CLOSING
+ *             abort, error)
+ *   CLOSING   the backend closed the descriptor                   CLOSED
+ *             (px__stream_closed; epoll at once, io_uring once
+ *             what was in flight has completed); queue dropped
+ *   CLOSED    no event running and no call left: on_close         FINAL
+ *             dispatched (dispatch_close); calls queued before
+ *             the close run first, one at a time
+ *   FINAL     on_close returned (px__stream_event_done): the stream leaves
+ *             the loop's list and the loop's reference is dropped
+ *
+ * Ignored: a close before START (the START request is handled first, so
+ * this cannot happen), any close once CLOSED, a graceful close once DRAINING
+ * or CLOSING ("the first close decides").  An abortive close while CLOSING
+ * only changes the cause (abort overrides a graceful close still under way).
+ *
+ * Beside the state, two more machines:
+ *   s->ev (px_event, loop thread): the event the executor holds.  dispatch()
+ *     moves it from NONE to OPEN, DATA, CALL or CLOSE; px__stream_event_done
+ *     (after PX_REQ_DONE, or inline) moves it back.  Never two at once: this
+ *     is "a stream's handlers never overlap".  OPEN and DATA go out only in
+ *     OPEN, CLOSE only when entering FINAL, CALL in any state from OPEN to
+ *     CLOSED; while one is out the stream is not read (received bytes wait in
+ *     s->kept).
+ *   s->shut (px_shut, any thread, written under s->lock): NONE -> CLOSE
+ *     (px_stream_close, or begin_close) -> ABORT (px_stream_abort, also from
+ *     NONE).  Once raised, sends and calls are refused and no on_data starts,
+ *     from the moment close/abort returns, whatever the loop has got to.
+ *
+ * Which thread does what:
+ *   any thread     px_stream_send/call (append under s->lock), close/abort
+ *                  (raise shut, then request), pause/resume, retain/release,
+ *                  user, queued_bytes, peer; they reach the loop only through
+ *                  px__stream_request.
+ *   the executor   the handler of s->ev, and with it ev_data, ev_call; inside
+ *                  on_data, px_stream_keep (and so s->kept): the loop leaves
+ *                  them alone until the event is done.
+ *   loop thread    everything else: state, ev, the want_* flags, timers, the
+ *                  pending list, the backend's fields.
+ * Debug builds (PX_DEBUG) check this: loop-thread functions assert that they
+ * run there, set_state() asserts each transition against the table above,
+ * dispatch() asserts the event rules, and check_invariants() what each
+ * state implies (see there).
  */
 #include "backend.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <netdb.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
-#define PX_ACCEPT_PAUSE_MS 100
+/* ------------------------------------------------------------------------ */
+/* The state machine's rules, as code                                        */
+
+static inline bool busy(const px_stream *s) { return s->ev != PX_EV_NONE; }
+
+#ifdef PX_DEBUG
+/* The table at the top of this file. */
+static bool transition_ok(px_stream_state from, px_stream_state to)
+{
+    switch (from) {
+    case PX_ST_NEW:
+        return to == PX_ST_OPEN;
+    case PX_ST_OPEN:
+        return to == PX_ST_DRAINING || to == PX_ST_CLOSING;
+    case PX_ST_DRAINING:
+        return to == PX_ST_CLOSING;
+    case PX_ST_CLOSING:
+        return to == PX_ST_CLOSED;
+    case PX_ST_CLOSED:
+        return to == PX_ST_FINAL;
+    case PX_ST_FINAL:
+        return false;
+    }
+    return false;
+}
+
+/* What each state implies, checked at every transition and every pass over
+ * the stream.  Reads only what the loop thread owns (plus the queue, under
+ * its lock): the executor may be running a handler meanwhile. */
+static void check_invariants(px_stream *s)
+{
+    pthread_mutex_lock(&s->lock);
+    unsigned q_len = s->q_len;
+    unsigned shut = atomic_load_explicit(&s->shut, memory_order_relaxed);
+    pthread_mutex_unlock(&s->lock);
+    PX_ASSERT(shut <= PX_SHUT_ABORT);
+    switch (s->state) {
+    case PX_ST_NEW: /* nothing started yet */
+        PX_ASSERT(s->ev == PX_EV_NONE && !s->want_open && !s->want_read && !s->kept);
+        PX_ASSERT(!s->linger && !s->pause);
+        break;
+    case PX_ST_OPEN:
+        break;
+    case PX_ST_DRAINING: /* a graceful close, bounded by the linger timer */
+        PX_ASSERT(shut != PX_SHUT_NONE && s->linger);
+        break;
+    case PX_ST_CLOSING: /* finish_close cancelled both timers */
+        PX_ASSERT(shut != PX_SHUT_NONE && !s->linger && !s->pause);
+        break;
+    case PX_ST_CLOSED:
+    case PX_ST_FINAL: /* px__stream_closed dropped the queue and the descriptor */
+        PX_ASSERT(shut != PX_SHUT_NONE && s->fd == -1 && q_len == 0);
+        PX_ASSERT(!s->linger && !s->pause);
+        break;
+    }
+    /* on_close is the last event, and only FINAL has it out. */
+    PX_ASSERT(s->ev != PX_EV_CLOSE || s->state == PX_ST_FINAL);
+    PX_ASSERT(s->state != PX_ST_FINAL || s->ev == PX_EV_CLOSE || s->ev == PX_EV_NONE);
+    if (s->ev != PX_EV_DATA) /* else px_stream_keep may be writing them */
+        PX_ASSERT((s->kept != NULL) == (s->kept_len > 0));
+}
+#else
+static inline void check_invariants(px_stream *s) { (void)s; }
+#endif
+
+static void set_state(px_stream *s, px_stream_state to)
+{
+    PX_ASSERT_LOOP_THREAD(s->loop);
+#ifdef PX_DEBUG
+    if (!transition_ok(s->state, to)) {
+        char what[80];
+        snprintf(what, sizeof(what), "stream state %s -> %s is not in the table",
+                 px__stream_state_name(s->state), px__stream_state_name(to));
+        px__assert_fail(what, __FILE__, __LINE__, __func__);
+    }
+#endif
+    s->state = to;
+    check_invariants(s);
+}
+
+/* Raises s->shut to at least to; under s->lock. */
+static void raise_shut_locked(px_stream *s, px_shut to)
+{
+    if (atomic_load_explicit(&s->shut, memory_order_relaxed) < (unsigned)to)
+        atomic_store_explicit(&s->shut, (unsigned)to, memory_order_release);
+}
+
+static inline bool shut_raised(const px_stream *s)
+{
+    return atomic_load_explicit(&((px_stream *)s)->shut, memory_order_acquire) !=
+           PX_SHUT_NONE;
+}
 
 /* ------------------------------------------------------------------------ */
 /* Creation and references                                                   */
@@ -36,7 +180,7 @@ px_stream *px__stream_new(px_loop *loop, int fd, const px_stream_handlers *h,
     s->h = *h;
     atomic_init(&s->user, user);
     atomic_init(&s->req, 0);
-    atomic_init(&s->no_data, false);
+    atomic_init(&s->shut, PX_SHUT_NONE);
     pthread_mutex_init(&s->lock, NULL);
     s->calls_tail = &s->calls;
     atomic_init(&s->ncalls, 0);
@@ -62,8 +206,13 @@ void px_stream_release(px_stream *s)
 {
     if (!s || px__refs_dec(&s->refs) != 0)
         return;
+    /* Only the loop's reference, dropped after on_close, can be the last
+     * while the stream lives: it is off every list. */
+    PX_ASSERT(s->state == PX_ST_FINAL && s->ev == PX_EV_NONE);
+    PX_ASSERT(!s->pend_queued && !s->req_queued && !s->prev && !s->next);
     /* The queue was emptied when the stream closed, and every call ran
      * before on_close. */
+    PX_ASSERT(!s->q && !s->calls);
     free(s->q);
     free(s->kept);
     pthread_mutex_destroy(&s->lock);
@@ -104,7 +253,23 @@ int px_stream_open(px_loop *loop, px_stream **out, int fd,
 
 static void dispatch(px_stream *s, px_event ev)
 {
-    s->busy = true;
+    PX_ASSERT_LOOP_THREAD(s->loop);
+    PX_ASSERT(!busy(s)); /* one event at a time: handlers never overlap */
+    switch (ev) {
+    case PX_EV_OPEN:
+    case PX_EV_DATA:
+        PX_ASSERT(s->state == PX_ST_OPEN);
+        break;
+    case PX_EV_CALL:
+        PX_ASSERT(s->state != PX_ST_NEW && s->state != PX_ST_FINAL);
+        break;
+    case PX_EV_CLOSE:
+        PX_ASSERT(s->state == PX_ST_FINAL);
+        break;
+    case PX_EV_NONE:
+        PX_ASSERT(!"dispatch of no event");
+        break;
+    }
     s->ev = ev;
     px__exec_submit(s->loop, s);
 }
@@ -130,25 +295,26 @@ static bool dispatch_call(px_stream *s)
     return true;
 }
 
-/* Calls accepted before the stream closed run first (no call is accepted once
- * it has: send_closed). */
+/* CLOSED and idle: calls accepted before the stream closed run first (no
+ * call is accepted once it has: shut), then on_close. */
 static void dispatch_close(px_stream *s)
 {
     if (dispatch_call(s))
         return;
-    s->close_sent = true;
+    set_state(s, PX_ST_FINAL);
     dispatch(s, PX_EV_CLOSE);
 }
 
 void px__stream_start(px_stream *s)
 {
     px_loop *loop = s->loop;
+    PX_ASSERT_LOOP_THREAD(loop);
     s->next = loop->streams;
     s->prev = NULL;
     if (loop->streams)
         loop->streams->prev = s;
     loop->streams = s;
-    s->state = PX_ST_OPEN;
+    set_state(s, PX_ST_OPEN);
     int rc = loop->destroying ? -ECANCELED : loop->be->stream_start(loop, s);
     if (rc) {
         px__stream_begin_close(s, rc, true);
@@ -166,6 +332,7 @@ void px__stream_start(px_stream *s)
 static void finalize(px_stream *s)
 {
     px_loop *loop = s->loop;
+    PX_ASSERT(s->state == PX_ST_FINAL && !busy(s));
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -178,15 +345,16 @@ static void finalize(px_stream *s)
 
 void px__stream_event_done(px_stream *s)
 {
+    PX_ASSERT_LOOP_THREAD(s->loop);
+    PX_ASSERT(busy(s));
     px_event prev = s->ev;
-    s->busy = false;
-    s->after_call = prev == PX_EV_CALL;
     s->ev = PX_EV_NONE;
-    if (prev == PX_EV_CLOSE) {
+    s->after_call = prev == PX_EV_CALL;
+    switch (prev) {
+    case PX_EV_CLOSE:
         finalize(s);
         return;
-    }
-    if (prev == PX_EV_CALL) {
+    case PX_EV_CALL:
         /* Reading goes on as before the call: a receive armed then is still
          * armed, and bytes it brought meanwhile wait in kept (want_read).  A
          * closed stream's next call or its on_close come from the pending
@@ -194,14 +362,29 @@ void px__stream_event_done(px_stream *s)
          * queued call. */
         px__schedule(s);
         return;
-    }
-    if (s->state == PX_ST_CLOSED && !s->close_sent) {
-        dispatch_close(s);
+    case PX_EV_OPEN:
+    case PX_EV_DATA:
+        break;
+    case PX_EV_NONE:
         return;
     }
-    if (s->state == PX_ST_OPEN && s->can_read) {
-        s->want_read = true;
-        px__schedule(s);
+    switch (s->state) {
+    case PX_ST_OPEN:
+        if (s->can_read) {
+            s->want_read = true;
+            px__schedule(s);
+        }
+        return;
+    case PX_ST_CLOSED: /* closed while the handler ran */
+        dispatch_close(s);
+        return;
+    case PX_ST_DRAINING:
+    case PX_ST_CLOSING:
+        return;
+    case PX_ST_NEW:
+    case PX_ST_FINAL:
+        PX_ASSERT(!"open or data event done in NEW or FINAL");
+        return;
     }
 }
 
@@ -209,6 +392,7 @@ static void cancel_pause(px_stream *s);
 
 void px__stream_handle_requests(px_stream *s, unsigned bits)
 {
+    PX_ASSERT_LOOP_THREAD(s->loop);
     if (bits & PX_REQ_START)
         px__stream_start(s);
     if (bits & PX_REQ_ABORT)
@@ -248,6 +432,7 @@ static void pause_over(px_timer *t, void *user)
 
 bool px__stream_paused(px_stream *s)
 {
+    PX_ASSERT_LOOP_THREAD(s->loop);
     uint64_t after = atomic_load_explicit(&s->read_after_ms, memory_order_acquire);
     if (!after || after <= px_now_ms())
         return false;
@@ -261,7 +446,7 @@ bool px__stream_paused(px_stream *s)
 static void read_step(px_stream *s)
 {
     px_loop *loop = s->loop;
-    if (!s->want_read || s->state != PX_ST_OPEN || s->busy || s->pause)
+    if (!s->want_read || s->state != PX_ST_OPEN || busy(s) || s->pause)
         return;
     uint64_t after = atomic_load_explicit(&s->read_after_ms, memory_order_acquire);
     uint64_t now = after ? px_now_ms() : 0;
@@ -274,7 +459,7 @@ static void read_step(px_stream *s)
         px_stream_release(s); /* no memory for a timer: read now */
     }
     s->want_read = false;
-    if (atomic_load(&s->no_data))
+    if (shut_raised(s))
         return;
     if (s->kept) {
         /* Bytes the last handler gave back come before new ones. */
@@ -291,23 +476,33 @@ static void read_step(px_stream *s)
 
 static bool call_step(px_stream *s)
 {
-    return !s->busy && !s->want_open && s->state != PX_ST_NEW && dispatch_call(s);
+    return !busy(s) && !s->want_open && dispatch_call(s);
 }
 
 void px__stream_progress(px_stream *s)
 {
     px_loop *loop = s->loop;
-    if (s->state == PX_ST_CLOSED) { /* after a call: the next one, or on_close */
-        if (!s->busy && !s->close_sent)
+    PX_ASSERT_LOOP_THREAD(loop);
+    check_invariants(s);
+    switch (s->state) {
+    case PX_ST_NEW: /* the START request comes first: nothing to do yet */
+    case PX_ST_FINAL:
+        return;
+    case PX_ST_CLOSED: /* after a call: the next one, or on_close */
+        if (!busy(s))
             dispatch_close(s);
         return;
+    case PX_ST_OPEN:
+    case PX_ST_DRAINING:
+    case PX_ST_CLOSING:
+        break;
     }
-    if (s->want_open && s->state == PX_ST_OPEN && !s->busy) {
+    if (s->want_open && s->state == PX_ST_OPEN && !busy(s)) {
         s->want_open = false;
         dispatch(s, PX_EV_OPEN);
         return; /* reading starts when on_open has returned */
     }
-    if (s->want_flush && (s->state == PX_ST_OPEN || s->state == PX_ST_CLOSING)) {
+    if (s->want_flush) { /* the backend ignores it once it is closing */
         s->want_flush = false;
         pthread_mutex_lock(&s->lock);
         s->flush_pending = false;
@@ -326,8 +521,12 @@ void px__stream_progress(px_stream *s)
 
 int px_stream_keep(px_stream *s, size_t n)
 {
-    /* Runs inside on_data: the stream is busy, so the loop leaves ev_* and
-     * kept alone until the handler's completion is reported. */
+    /* Inside on_data (checked: the executor marks the thread that runs it)
+     * the stream is busy, so the loop leaves ev_* and kept alone until the
+     * handler's completion is reported.  Anywhere else they may be changing
+     * under the caller. */
+    if (!s || !px__exec_in_on_data(s))
+        return -EINVAL;
     if (n > s->ev_len)
         n = s->ev_len;
     if (n == 0)
@@ -360,7 +559,7 @@ int px_stream_call(px_stream *s, void (*fn)(px_stream *s, void *arg, void *user)
      * stream, before the request below: hold it meanwhile. */
     px_stream_retain(s);
     pthread_mutex_lock(&s->lock);
-    bool refused = s->send_closed; /* closed, or px_stream_close/abort called */
+    bool refused = shut_raised(s); /* closed, or px_stream_close/abort called */
     if (!refused) {
         *s->calls_tail = c;
         s->calls_tail = &c->next;
@@ -389,6 +588,7 @@ void px_stream_pause(px_stream *s, uint64_t delay_ms)
 
 void px__stream_received(px_stream *s, const char *data, ssize_t n)
 {
+    PX_ASSERT_LOOP_THREAD(s->loop);
     if (s->state != PX_ST_OPEN)
         return; /* a late completion: the stream is closing */
     if (n == 0) {
@@ -399,10 +599,10 @@ void px__stream_received(px_stream *s, const char *data, ssize_t n)
         px__stream_begin_close(s, (int)n, true);
         return;
     }
-    if (atomic_load(&s->no_data))
+    if (shut_raised(s))
         return; /* close requested: its request is on the way */
     uint64_t after = atomic_load_explicit(&s->read_after_ms, memory_order_acquire);
-    if (s->busy || (after && after > px_now_ms())) {
+    if (busy(s) || (after && after > px_now_ms())) {
         /* A backend that had a receive armed delivered while the stream was
          * paused, or while a px_stream_call runs: hold the bytes back until
          * the pause ends or the call is done. */
@@ -484,7 +684,7 @@ int px_stream_send(px_stream *s, px_buf *buf)
         return -EINVAL;
     size_t len = buf->len;
     pthread_mutex_lock(&s->lock);
-    if (s->send_closed) {
+    if (shut_raised(s)) {
         pthread_mutex_unlock(&s->lock);
         return -EPIPE;
     }
@@ -565,6 +765,7 @@ static void finish_close(px_stream *s, bool abortive);
 
 void px__stream_sent(px_stream *s, size_t n)
 {
+    PX_ASSERT_LOOP_THREAD(s->loop);
     px_buf *done[PX_IOV_BATCH];
     unsigned ndone = 0;
     pthread_mutex_lock(&s->lock);
@@ -595,7 +796,7 @@ void px__stream_sent(px_stream *s, size_t n)
     pthread_mutex_unlock(&s->lock);
     for (unsigned i = 0; i < ndone; i++)
         px_buf_release(done[i]);
-    if (empty && s->state == PX_ST_CLOSING)
+    if (empty && s->state == PX_ST_DRAINING)
         finish_close(s, false);
 }
 
@@ -613,95 +814,113 @@ static void linger_expired(px_timer *t, void *user)
     px__stream_begin_close(user, -ETIMEDOUT, true);
 }
 
+/* OPEN or DRAINING -> CLOSING: the backend closes the descriptor. */
 static void finish_close(px_stream *s, bool abortive)
 {
-    if (s->fd_closing)
+    switch (s->state) {
+    case PX_ST_OPEN:
+    case PX_ST_DRAINING:
+        break;
+    case PX_ST_CLOSING:
         return; /* an asynchronous close is already under way */
-    s->fd_closing = true;
+    case PX_ST_NEW:
+    case PX_ST_CLOSED:
+    case PX_ST_FINAL:
+        PX_ASSERT(!"finish_close in NEW, CLOSED or FINAL");
+        return;
+    }
     cancel_pause(s);
     if (s->linger) {
         px_timer_cancel(s->linger);
         s->linger = NULL;
         px_stream_release(s); /* the timer's reference */
     }
+    set_state(s, PX_ST_CLOSING);
     px_loop *loop = s->loop;
     loop->be->stream_close(loop, s, abortive);
 }
 
 void px__stream_begin_close(px_stream *s, int cause, bool abortive)
 {
-    if (s->state == PX_ST_CLOSED || s->state == PX_ST_NEW)
+    PX_ASSERT_LOOP_THREAD(s->loop);
+    switch (s->state) {
+    case PX_ST_NEW:    /* the START request is handled first: cannot happen */
+    case PX_ST_CLOSED: /* closed already */
+    case PX_ST_FINAL:
         return;
-    if (atomic_load(&s->abort_req) && cause != -ECANCELED) {
+    case PX_ST_OPEN:
+    case PX_ST_DRAINING:
+    case PX_ST_CLOSING:
+        break;
+    }
+    if (atomic_load_explicit(&s->shut, memory_order_acquire) == PX_SHUT_ABORT &&
+        cause != -ECANCELED) {
         /* px_stream_abort has returned: whatever else ends the stream
          * first (end of file, an error), it reports the abort. */
         cause = -ECONNABORTED;
         abortive = true;
     }
-    if (s->state == PX_ST_CLOSING && !abortive)
+    if (s->state != PX_ST_OPEN && !abortive)
         return; /* the first close decides, unless this one aborts */
-    atomic_store(&s->no_data, true);
     /* An abort sends nothing more, but the queue is dropped only in
      * px__stream_closed: a send still in flight (io_uring) may be reading
      * the queued buffers until its completion arrives. */
     pthread_mutex_lock(&s->lock);
-    s->send_closed = true;
+    raise_shut_locked(s, PX_SHUT_CLOSE);
     bool empty = s->q_len == 0;
     pthread_mutex_unlock(&s->lock);
-
-    if (s->state == PX_ST_OPEN || abortive)
-        s->cause = cause;
-    s->state = PX_ST_CLOSING;
+    s->cause = cause;
     if (abortive || empty) {
         finish_close(s, abortive);
-    } else if (!s->linger) {
-        px_stream_retain(s);
-        if (px_timer_start(s->loop, &s->linger, s->loop->opts.linger_ms, 0,
-                           linger_expired, s) != 0) {
-            s->linger = NULL;
-            px_stream_release(s);
-            s->cause = -ENOMEM; /* cannot bound the wait: close now */
-            finish_close(s, true);
-            return;
-        }
-        s->want_flush = true; /* make sure the rest goes out */
-        px__schedule(s);
+        return;
     }
+    /* OPEN, graceful, bytes queued: drain them, for at most linger_ms. */
+    px_stream_retain(s);
+    if (px_timer_start(s->loop, &s->linger, s->loop->opts.linger_ms, 0, linger_expired, s) !=
+        0) {
+        s->linger = NULL;
+        px_stream_release(s);
+        s->cause = -ENOMEM; /* cannot bound the wait: close now */
+        finish_close(s, true);
+        return;
+    }
+    set_state(s, PX_ST_DRAINING);
+    s->want_flush = true; /* make sure the rest goes out */
+    px__schedule(s);
 }
 
 void px__stream_closed(px_stream *s)
 {
+    PX_ASSERT_LOOP_THREAD(s->loop);
     px_buf **dropped = NULL;
     pthread_mutex_lock(&s->lock);
-    s->send_closed = true;
+    raise_shut_locked(s, PX_SHUT_CLOSE); /* begin_close did; stated for the reader */
     unsigned n = take_queue_locked(s, &dropped);
     pthread_mutex_unlock(&s->lock);
     release_all(dropped, n);
-    s->state = PX_ST_CLOSED;
     s->fd = -1;
-    if (!s->busy)
+    set_state(s, PX_ST_CLOSED);
+    if (!busy(s))
         dispatch_close(s);
 }
 
 /* Once close or abort has returned, no on_data starts and sends fail. */
-static void refuse_more(px_stream *s)
+static void refuse_more(px_stream *s, px_shut level)
 {
-    atomic_store(&s->no_data, true);
     pthread_mutex_lock(&s->lock);
-    s->send_closed = true;
+    raise_shut_locked(s, level);
     pthread_mutex_unlock(&s->lock);
 }
 
 void px_stream_close(px_stream *s)
 {
-    refuse_more(s);
+    refuse_more(s, PX_SHUT_CLOSE);
     px__stream_request(s, PX_REQ_CLOSE);
 }
 
 void px_stream_abort(px_stream *s)
 {
-    atomic_store(&s->abort_req, true);
-    refuse_more(s);
+    refuse_more(s, PX_SHUT_ABORT);
     px__stream_request(s, PX_REQ_ABORT);
 }
 
@@ -733,253 +952,38 @@ int px_stream_peer(const px_stream *s, char *buf, size_t len)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Listeners                                                                 */
+/* Post-mortem                                                               */
 
-static int bind_listen(const struct addrinfo *ai, int backlog, bool dual)
+#ifdef PX_DEBUG
+const char *px__stream_state_name(px_stream_state state)
 {
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    ai->ai_protocol);
-    if (fd < 0)
-        return -errno;
-    int one = 1, zero = 0;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (ai->ai_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, dual ? &zero : &one, sizeof(int));
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, backlog) < 0) {
-        int err = -errno;
-        close(fd);
-        return err;
+    switch (state) {
+    case PX_ST_NEW: return "NEW";
+    case PX_ST_OPEN: return "OPEN";
+    case PX_ST_DRAINING: return "DRAINING";
+    case PX_ST_CLOSING: return "CLOSING";
+    case PX_ST_CLOSED: return "CLOSED";
+    case PX_ST_FINAL: return "FINAL";
     }
-    return fd;
+    return "?";
 }
 
-static int open_listen_socket(const px_listen_opts *o)
+int px__stream_describe(const px_stream *s, char *buf, size_t len)
 {
-    char port[8];
-    snprintf(port, sizeof(port), "%u", (unsigned)o->port);
-    int backlog = o->backlog > 0 ? o->backlog : SOMAXCONN;
-    bool any = !o->host || !*o->host;
-    struct addrinfo hints = {
-        .ai_flags = AI_PASSIVE | AI_NUMERICSERV,
-        .ai_family = any ? AF_INET6 : AF_UNSPEC,
-        .ai_socktype = SOCK_STREAM,
-    };
-    struct addrinfo *res = NULL;
-    int rc = getaddrinfo(any ? NULL : o->host, port, &hints, &res);
-    if (rc != 0 && any) {
-        hints.ai_family = AF_INET; /* no IPv6 on this machine */
-        rc = getaddrinfo(NULL, port, &hints, &res);
-    }
-    if (rc != 0)
-        return rc == EAI_SYSTEM ? -errno : (rc == EAI_MEMORY ? -ENOMEM : -EADDRNOTAVAIL);
-    int fd = -EADDRNOTAVAIL;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        fd = bind_listen(ai, backlog, any);
-        if (fd >= 0)
-            break;
-    }
-    freeaddrinfo(res);
-    if (fd == -EAFNOSUPPORT && any) {
-        /* IPv6 disabled in this kernel: listen on every IPv4 address. */
-        struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(o->port)};
-        struct addrinfo ai4 = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM,
-                               .ai_addr = (struct sockaddr *)&sin, .ai_addrlen = sizeof(sin)};
-        fd = bind_listen(&ai4, backlog, false);
-    }
-    return fd;
+    px_stream *m = (px_stream *)s; /* atomics are read through a non-const pointer */
+    return snprintf(buf, len,
+                    "state %s ev %d cause %d shut %u refs %u req %u queued %d pend %d "
+                    "want open %d read %d flush %d after_call %d q_len %u q_bytes %zu "
+                    "flush_pending %d calls %u kept %zu read_after %llu (now %llu) "
+                    "fd %d be r%d w%d rdhup%d want_r%d want_w%d closing%d ops %u",
+                    px__stream_state_name(s->state), (int)s->ev, s->cause,
+                    atomic_load(&m->shut), atomic_load(&m->refs), atomic_load(&m->req),
+                    s->req_queued, s->pend_queued, s->want_open, s->want_read, s->want_flush,
+                    s->after_call, s->q_len, s->q_bytes, s->flush_pending,
+                    atomic_load(&m->ncalls), s->kept_len,
+                    (unsigned long long)atomic_load(&m->read_after_ms),
+                    (unsigned long long)px_now_ms(), s->fd, s->be_readable, s->be_writable,
+                    s->be_rdhup, s->be_want_read, s->be_want_write, s->be_closing,
+                    (unsigned)s->be_ops);
 }
-
-static void listener_start_cb(void *arg) { px__listener_start(arg); }
-static void listener_close_cb(void *arg) { px__listener_shutdown(arg); }
-
-int px_listen(px_loop *loop, px_listener **out, const px_listen_opts *opts)
-{
-    if (!loop || !out || !opts || !opts->handlers.on_data || !opts->handlers.on_close ||
-        opts->backlog < 0 || opts->keepalive_s > PX_KEEPALIVE_MAX)
-        return -EINVAL;
-    px_listener *l = calloc(1, sizeof(*l));
-    if (!l)
-        return -ENOMEM;
-    int fd = open_listen_socket(opts);
-    if (fd < 0) {
-        free(l);
-        return fd;
-    }
-    union {
-        struct sockaddr sa;
-        struct sockaddr_in in4;
-        struct sockaddr_in6 in6;
-    } addr;
-    socklen_t alen = sizeof(addr);
-    getsockname(fd, &addr.sa, &alen);
-    l->port = ntohs(addr.sa.sa_family == AF_INET6 ? addr.in6.sin6_port : addr.in4.sin_port);
-    l->io.kind = PX_IO_LISTENER;
-    l->loop = loop;
-    l->fd = fd;
-    l->h = opts->handlers;
-    l->user = opts->user;
-    l->sopts = opts->stream_opts;
-    l->keepalive_s = opts->keepalive_s;
-    l->on_accept_error = opts->on_accept_error;
-    if (opts->busy_msg && opts->busy_len) {
-        l->busy_msg = malloc(opts->busy_len);
-        if (!l->busy_msg) {
-            close(fd);
-            free(l);
-            return -ENOMEM;
-        }
-        memcpy(l->busy_msg, opts->busy_msg, opts->busy_len);
-        l->busy_len = opts->busy_len;
-    }
-    /* Started on the loop's next pass, so no handler (on_accept_error) runs
-     * inside this call. */
-    int rc = px_loop_post(loop, listener_start_cb, l);
-    if (rc) {
-        close(fd);
-        free(l->busy_msg);
-        free(l);
-        return rc;
-    }
-    *out = l;
-    return 0;
-}
-
-uint16_t px_listener_port(const px_listener *l) { return l->port; }
-
-void px_listener_close(px_listener *l)
-{
-    if (!l)
-        return;
-    /* Never freed in here: the loop may be in the middle of accepting on it
-     * (this can be called from on_accept_error).  On the loop thread, stop
-     * accepting at once; the socket closes on the next pass. */
-    if (px__on_loop(l->loop))
-        l->closing = true;
-    while (px_loop_post(l->loop, listener_close_cb, l) != 0)
-        sched_yield(); /* out of memory: nothing better than to retry */
-}
-
-void px__listener_start(px_listener *l)
-{
-    px_loop *loop = l->loop;
-    l->next = loop->listeners;
-    l->prev = NULL;
-    if (loop->listeners)
-        loop->listeners->prev = l;
-    loop->listeners = l;
-    if (loop->destroying)
-        return; /* px_loop_destroy closes it, unless a pending close does */
-    int rc = loop->be->listener_start(loop, l);
-    l->active = rc == 0;
-    if (rc && l->on_accept_error)
-        l->on_accept_error(l, rc, l->user);
-}
-
-void px__listener_shutdown(px_listener *l)
-{
-    px_loop *loop = l->loop;
-    if (l->pause)
-        px_timer_cancel(l->pause);
-    if (l->active)
-        loop->be->listener_stop(loop, l);
-    if (l->prev)
-        l->prev->next = l->next;
-    else if (loop->listeners == l)
-        loop->listeners = l->next;
-    if (l->next)
-        l->next->prev = l->prev;
-    close(l->fd);
-    free(l->busy_msg);
-    free(l);
-}
-
-void px__listener_accepted(px_listener *l, int fd)
-{
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (l->keepalive_s) {
-        int idle = (int)l->keepalive_s, intvl = idle / 10 > 0 ? (int)idle / 10 : 1, cnt = 4;
-        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
-        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
-        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
-    }
-    px_stream *s = px__stream_new(l->loop, fd, &l->h, l->user, &l->sopts);
-    if (!s) {
-        close(fd);
-        if (l->on_accept_error)
-            l->on_accept_error(l, -ENOMEM, l->user);
-        return;
-    }
-    px__stream_start(s);
-}
-
-static void accept_resume(px_timer *t, void *user)
-{
-    px_listener *l = user;
-    px_timer_cancel(t);
-    l->pause = NULL;
-    px_loop *loop = l->loop;
-    l->active = loop->be->listener_start(loop, l) == 0;
-}
-
-static void accept_pause(px_listener *l)
-{
-    px_loop *loop = l->loop;
-    if (l->pause)
-        return;
-    if (l->active)
-        loop->be->listener_stop(loop, l);
-    l->active = false;
-    if (px_timer_start(loop, &l->pause, PX_ACCEPT_PAUSE_MS, 0, accept_resume, l) != 0)
-        l->pause = NULL; /* no memory for a timer either: stay paused */
-}
-
-/* Out of descriptors: give the reserve back to accept the pending connection
- * and close it at once, so the peer hears a close instead of waiting in the
- * backlog, and the listener does not report readiness forever.  accept()
- * checks for a free descriptor before it looks at the queue, so EMFILE may
- * also mean nothing was pending.  Returns 1 (shed one), 0 (nothing was
- * pending) or -1 (no reserve to give back). */
-static int shed_one(px_listener *l)
-{
-    px_loop *loop = l->loop;
-    if (loop->reserve_fd < 0)
-        loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (loop->reserve_fd < 0)
-        return -1;
-    close(loop->reserve_fd);
-    int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    bool nothing_pending = fd < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-    if (fd >= 0) {
-        if (l->busy_len) {
-            ssize_t w = send(fd, l->busy_msg, l->busy_len, MSG_NOSIGNAL | MSG_DONTWAIT);
-            (void)w; /* best effort: the socket buffer of a new connection has room */
-        }
-        close(fd);
-    }
-    loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0)
-        return 1;
-    return nothing_pending ? 0 : -1;
-}
-
-void px__listener_failed(px_listener *l, int err)
-{
-    if (err == -EMFILE || err == -ENFILE) {
-        int shed = shed_one(l);
-        if (shed == 0) {
-            /* Out of descriptors, but nobody was turned away.  A readiness
-             * backend only reports again when a client arrives; a completion
-             * backend would fail again at once, so wait a little. */
-            accept_pause(l);
-            return;
-        }
-        if (shed < 0)
-            accept_pause(l);
-    } else {
-        accept_pause(l);
-    }
-    if (l->on_accept_error)
-        l->on_accept_error(l, err, l->user);
-}
+#endif

@@ -161,6 +161,7 @@ int64_t px__timers_timeout_ms(px_loop *loop)
 
 void px__timers_run(px_loop *loop)
 {
+    PX_ASSERT_LOOP_THREAD(loop);
     uint64_t now = px_now_ms();
     /* Bounded: a periodic timer re-armed during this pass is due later. */
     for (unsigned budget = 1024; budget; budget--) {

@@ -43,7 +43,10 @@ int px_watch_start(px_loop *loop, px_watch **out, int fd, unsigned events,
 
 int px_watch_set(px_watch *w, unsigned events)
 {
-    if (!w || w->stopped || (events & ~(PX_WATCH_READ | PX_WATCH_WRITE)))
+    if (!w)
+        return -EINVAL;
+    PX_ASSERT_LOOP_THREAD(w->loop);
+    if (w->stopped || (events & ~(PX_WATCH_READ | PX_WATCH_WRITE)))
         return -EINVAL;
     if (events == w->events)
         return 0;
@@ -60,6 +63,7 @@ void px_watch_stop(px_watch *w)
 {
     if (!w || w->stopped)
         return;
+    PX_ASSERT_LOOP_THREAD(w->loop);
     w->stopped = true;
     w->events = 0;
     w->loop->watches_stopped++;

@@ -26,6 +26,9 @@
  * stall; a loop that runs, or waits for the CPU, gets up to STALL_MAX_MS.
  */
 #include "proactor/internal.h" /* stall reports show the streams' state */
+#ifndef PX_DEBUG
+#error "the stall reports read the loop's debug counters: build with -DPX_DEBUG (make fuzz does)"
+#endif
 #include "server/chat.h"
 #include "server/door_stream.h"
 #include "server/log.h"
@@ -195,22 +198,13 @@ static void report_stall(const client *waiting, const loop_look *before, const l
         print_look("now", now);
     for (int i = 0; i < nclients; i++) {
         const client *c = &clients[i];
-        const px_stream *s = c->st;
         size_t tail = c->rx_len < 200 ? c->rx_len : 200;
-        fprintf(stderr,
-                "client %d: gone %d commands %d received %zu (scan %zu), last: %.*s\n"
-                "  stream: state %d cause %d refs %u req %u queued %u busy %d want_read %d "
-                "want_flush %d pend %d close_sent %d no_data %d q_len %u q_bytes %zu "
-                "send_closed %d flush_pending %d kept %zu read_after %llu (now %llu) "
-                "be r%d w%d rdhup%d want_r%d want_w%d fd_closing %d\n",
+        char state[512];
+        px__stream_describe(c->st, state, sizeof(state));
+        fprintf(stderr, "client %d: gone %d commands %d received %zu (scan %zu), last: %.*s\n"
+                        "  stream: %s\n",
                 i, c->gone, c->commands, c->rx_len, c->scan, (int)tail,
-                c->rx + c->rx_len - tail, (int)s->state, s->cause, atomic_load(&s->refs),
-                atomic_load(&s->req), s->req_queued, s->busy, s->want_read, s->want_flush,
-                s->pend_queued, s->close_sent, atomic_load(&s->no_data), s->q_len,
-                s->q_bytes, s->send_closed, s->flush_pending, s->kept_len,
-                (unsigned long long)atomic_load(&s->read_after_ms),
-                (unsigned long long)px_now_ms(), s->be_readable, s->be_writable,
-                s->be_rdhup, s->be_want_read, s->be_want_write, s->fd_closing);
+                c->rx + c->rx_len - tail, state);
     }
     /* What the kernel says: bytes waiting on the server's side of each client, whether
      * it is readable or writable (poll: nothing is taken from the loop's epoll), and
