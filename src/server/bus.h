@@ -49,14 +49,21 @@ typedef struct chat_bus_answer {
 
 typedef void chat_bus_done(chat_session *s, const chat_bus_answer *a, void *ctx);
 
+/* How an event is said in a room (publish). */
+enum {
+    CHAT_PUB_HISTORY = 1, /* kept for newcomers (messages, not notices) */
+    CHAT_PUB_LOCKED = 2,  /* the caller holds the room's lock: a notice of a membership
+                             change, which falls exactly where the change does */
+};
+
 typedef struct chat_bus {
     const char *name;
     /* Says ev in r: every member of r on every server but the session with id except
-     * (0: none) gets it, all in r's one order; kept for newcomers when history is set.
-     * from (may be NULL) is told if it is lost on the way.  Returns 0, -EAGAIN (too
-     * many lines wait for the other servers: refused), or -ENOMEM.  Any thread. */
+     * (0: none) gets it, all in r's one order; flags: CHAT_PUB_*.  from (may be NULL) is
+     * told if it is lost on the way.  Returns 0, -EAGAIN (too many lines wait for the
+     * other servers: refused), or -ENOMEM.  Any thread. */
     int (*publish)(chat_room *r, chat_session *from, uint64_t except, chat_event *ev,
-                   bool history);
+                   unsigned flags);
     /* s, in its room, takes name (NULL: a fresh guest name, given in a->name, or NULL
      * to keep the one this server gave), dropping its current one once it has it. */
     int (*claim)(chat_session *s, const char *name, chat_bus_done *done, void *ctx);

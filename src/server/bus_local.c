@@ -8,10 +8,10 @@
 #include <string.h>
 
 static int local_publish(chat_room *r, chat_session *from, uint64_t except, chat_event *ev,
-                         bool history)
+                         unsigned flags)
 {
     (void)from;
-    chat_room_send(r, except, ev, history);
+    chat_room_send(r, except, ev, flags);
     return 0;
 }
 

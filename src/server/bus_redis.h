@@ -65,7 +65,7 @@ extern struct redis_bus {
     atomic_bool up;
 } R;
 
-/* bus_redis_wire.c.  A payload is a header line, "KIND\tFROM\tTO\tSENDER\tHISTORY\tTAG",
+/* bus_redis_wire.c.  A payload is a header line, "v1\tKIND\tFROM\tTO\tSENDER\tHISTORY\tTAG",
  * then the event's text: KIND one letter, SENDER the id on its server of the session
  * that does not get it back (0: none), HISTORY 1 to keep it in the room's history, TAG
  * the server it comes from.  Returns a malloc'd payload (*len bytes) or NULL. */
@@ -95,7 +95,7 @@ void redis_became_up(void);
 
 /* bus_redis_pubsub.c */
 int redis_publish(chat_room *r, chat_session *from, uint64_t except, chat_event *ev,
-                  bool history);
+                  unsigned flags);
 void redis_on_pmessage(redisAsyncContext *ac, void *reply, void *priv);
 void redis_on_direct(redisAsyncContext *ac, void *reply, void *priv);
 

@@ -74,7 +74,7 @@ static void do_publish(void *arg)
 }
 
 int redis_publish(chat_room *r, chat_session *from, uint64_t except, chat_event *ev,
-                  bool history)
+                  unsigned flags)
 {
     if (atomic_fetch_add(&queued, 1) >= QUEUE_MAX) {
         atomic_fetch_sub(&queued, 1);
@@ -83,7 +83,8 @@ int redis_publish(chat_room *r, chat_session *from, uint64_t except, chat_event 
     const char *room = chat_room_name(r);
     size_t chan_len = strlen(R.prefix) + strlen(room), len;
     pub_item *it = malloc(sizeof(*it) + chan_len + 1);
-    char *payload = it ? redis_wire_encode(ev, except, history, R.tag, &len) : NULL;
+    char *payload = it ? redis_wire_encode(ev, except, flags & CHAT_PUB_HISTORY, R.tag,
+                                                 &len) : NULL;
     if (!payload) {
         free(it);
         atomic_fetch_sub(&queued, 1);

@@ -16,11 +16,17 @@ static const char kinds[] = {
     [CHAT_EV_REPLY] = 'Y',   [CHAT_EV_ERROR] = 'E',
 };
 
+/* Every payload starts with the format's version: a server meets lines of another
+ * version only in a mixed cluster (an upgrade sharing one Redis database), and drops
+ * them rather than show them wrong. */
+#define VERSION "v1\t"
+#define VERSION_LEN (sizeof(VERSION) - 1)
+
 char *redis_wire_encode(const chat_event *ev, uint64_t sender, bool history, const char *tag,
                         size_t *len)
 {
     char head[256];
-    int hl = snprintf(head, sizeof(head), "%c\t%s\t%s\t%llu\t%d\t%s\n", kinds[ev->kind],
+    int hl = snprintf(head, sizeof(head), VERSION "%c\t%s\t%s\t%llu\t%d\t%s\n", kinds[ev->kind],
                       ev->from ? ev->from : "", ev->to ? ev->to : "",
                       (unsigned long long)sender, history ? 1 : 0, tag);
     if (hl < 0 || (size_t)hl >= sizeof(head))
@@ -54,6 +60,10 @@ static const char *field(const char **p, const char *end, size_t max, char **own
 
 bool redis_wire_decode(const char *p, size_t n, const char *tag, redis_wire_msg *m)
 {
+    if (n < VERSION_LEN || memcmp(p, VERSION, VERSION_LEN) != 0)
+        return false;
+    p += VERSION_LEN;
+    n -= VERSION_LEN;
     const char *nl = memchr(p, '\n', n);
     if (!nl || nl - p < 2 || p[1] != '\t')
         return false;

@@ -57,6 +57,8 @@ struct chat_session {
     _Atomic(const char *) reason; /* why it is leaving; the first one set wins */
     char quit_msg[128];           /* "quit: ..." (own handlers) */
     _Atomic unsigned refs;        /* the door's, and each question in flight */
+    void *asking; /* the context of a question to the bus (own handlers): freed with the
+                     session if the answer never comes back (the session went first) */
     chat_session *prev, *next;    /* session list, under the registry lock */
 };
 
@@ -107,9 +109,11 @@ chat_bus_user *chat_local_users(const char *room, size_t *n, char **owner);
  * memory: one free()), or NULL when out of memory. */
 chat_bus_room *chat_local_rooms(size_t *n);
 
-/* Delivers ev to every member of r (of the room called name) on this server but the
- * session with id except (0: none); kept in the history when history is set. */
-void chat_room_send(chat_room *r, uint64_t except, chat_event *ev, bool history);
+/* Delivers ev to every member of r on this server but the session with id except (0:
+ * none); flags: CHAT_PUB_* (bus.h). */
+void chat_room_send(chat_room *r, uint64_t except, chat_event *ev, unsigned flags);
+/* The same for the room called name, if anyone here is in it; kept in its history when
+ * history is set. */
 void chat_room_deliver(const char *name, uint64_t except, chat_event *ev, bool history);
 const char *chat_room_name(const chat_room *r);
 
@@ -184,7 +188,7 @@ unsigned chat_room_nicks(chat_room *r, const char **out, unsigned max);
  * members or none (shutdown). */
 void chat_rooms_close_all(chat_event *bye);
 /* A notice about about (may be NULL) to r: through the bus, or to this server's
- * members of r when the bus cannot take it now. */
-void chat_notify(chat_room *r, chat_session *about, chat_event *ev);
+ * members of r when the bus cannot take it now.  flags: 0, or CHAT_PUB_LOCKED. */
+void chat_notify(chat_room *r, chat_session *about, chat_event *ev, unsigned flags);
 
 #endif

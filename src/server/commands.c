@@ -71,7 +71,7 @@ static void nick_claimed(chat_session *s, const chat_bus_answer *a, void *ctx)
     char old[CHAT_NICK_MAX + 1];
     chat_registry_rename(s, old);
     chat_event notice = {.kind = CHAT_EV_RENAME, .from = old, .to = name};
-    chat_notify(s->room, s, &notice);
+    chat_notify(s->room, s, &notice, 0);
     chat_event_clear(&notice);
     chat_reply(s, "You are now known as %s.", name);
     srv_log(SRV_LOG_DEBUG, "%s: %s is now known as %s", s->addr, old, name);
@@ -186,6 +186,21 @@ typedef struct pm_ctx {
     char text[];
 } pm_ctx;
 
+/* A question with a context of its own: the session keeps it until the answer, so that
+ * it goes with the session if the answer never comes. */
+static void *asking(chat_session *s, void *ctx)
+{
+    s->asking = ctx;
+    return ctx;
+}
+
+static void answered(chat_session *s, void *ctx)
+{
+    if (s->asking == ctx)
+        s->asking = NULL;
+    free(ctx);
+}
+
 static void msg_answered(chat_session *s, const chat_bus_answer *a, void *arg)
 {
     pm_ctx *pm = arg;
@@ -204,7 +219,7 @@ static void msg_answered(chat_session *s, const chat_bus_answer *a, void *arg)
                       "delivered.", pm->name);
         break;
     }
-    free(pm);
+    answered(s, pm);
 }
 
 static void cmd_msg(chat_session *s, const chat_cmd *c)
@@ -229,10 +244,10 @@ static void cmd_msg(chat_session *s, const chat_cmd *c)
     pm->len = c->arg_len;
     chat_event ev = {.kind = CHAT_EV_PRIVATE, .from = s->nick, .text = pm->text,
                      .len = pm->len};
-    int rc = chat_bus_now->msg(s, pm->name, &ev, msg_answered, pm);
+    int rc = chat_bus_now->msg(s, pm->name, &ev, msg_answered, asking(s, pm));
     chat_event_clear(&ev);
     if (rc) {
-        free(pm);
+        answered(s, pm);
         chat_error(s, "out of memory; your message was not sent.");
     }
 }
@@ -264,7 +279,7 @@ static void moved(chat_session *s, const chat_bus_answer *a, void *ctx)
 {
     (void)a;
     join(s, ctx);
-    free(ctx);
+    answered(s, ctx);
 }
 
 static void cmd_join(chat_session *s, const chat_cmd *c)
@@ -284,8 +299,8 @@ static void cmd_join(chat_session *s, const chat_cmd *c)
         return;
     }
     char *to = strdup(name);
-    if (!to || chat_bus_now->move(s, name, moved, to) != 0) {
-        free(to);
+    if (!to || chat_bus_now->move(s, name, moved, asking(s, to)) != 0) {
+        answered(s, to);
         join(s, name);
     }
 }
@@ -309,7 +324,7 @@ void chat_session_say(chat_session *s, chat_event *ev, bool history)
 {
     /* An action comes back to its sender, as a room shows it; a message does not. */
     uint64_t except = ev->kind == CHAT_EV_ACTION ? 0 : s->id;
-    int rc = chat_bus_now->publish(s->room, s, except, ev, history);
+    int rc = chat_bus_now->publish(s->room, s, except, ev, history ? CHAT_PUB_HISTORY : 0);
     if (rc == -EAGAIN)
         chat_error(s, "the cluster is too slow right now; your message was not sent.");
     else if (rc)

@@ -62,15 +62,14 @@ static int nick_add(const char *name, size_t len, chat_session *s, bool hidden)
     if (!e)
         return -ENOMEM;
     chat_name_lower(e->key, name, len);
-    chat_strmap_node **slot = chat_strmap_slot(&nicks, e->key);
-    if (*slot) {
+    if (*chat_strmap_slot(&nicks, e->key)) {
         free(e);
         return -EEXIST;
     }
     e->node.key = e->key;
     e->s = s;
     e->hidden = hidden;
-    chat_strmap_insert(&nicks, slot, &e->node);
+    chat_strmap_insert(&nicks, &e->node);
     return 0;
 }
 

@@ -63,8 +63,7 @@ static chat_room *room_get(const char *name)
 {
     if (!table.nbuckets)
         return NULL;
-    chat_strmap_node **slot = chat_strmap_slot(&table, name);
-    chat_room *r = (chat_room *)*slot;
+    chat_room *r = (chat_room *)*chat_strmap_slot(&table, name);
     if (r) {
         r->refs++;
         return r;
@@ -82,7 +81,7 @@ static chat_room *room_get(const char *name)
     r->node.key = r->name;
     pthread_mutex_init(&r->lock, NULL);
     r->refs = 1;
-    chat_strmap_insert(&table, slot, &r->node);
+    chat_strmap_insert(&table, &r->node);
     return r;
 }
 
@@ -125,24 +124,27 @@ void chat_room_put(chat_room *r)
 
 const char *chat_room_name(const chat_room *r) { return r->name; }
 
-/* The bytes ev holds for any door it was formatted for (the most, if several), or an
- * estimate when it was formatted for none (nobody else was in the room). */
-static size_t event_size(const chat_event *ev)
+/* What ev holds, counted against replay_max: its longest formatted form.  One that
+ * nobody received yet (its sender is alone in the room) is formatted for the door of
+ * a member; r has one, since only a member says anything in it.  Under r->lock. */
+static size_t event_size_locked(chat_room *r, chat_event *ev)
 {
     size_t n = 0;
     for (unsigned k = 0; k < CHAT_DOOR_KINDS; k++)
         if (ev->as[k] && px_buf_len(ev->as[k]) > n)
             n = px_buf_len(ev->as[k]);
-    if (!n)
-        n = ev->len + (ev->from ? strlen(ev->from) : 0) + (ev->to ? strlen(ev->to) : 0) + 8;
-    return n;
+    px_buf *b;
+    if (!n && r->nmembers && (b = chat_event_bytes(ev, r->members[0]->s->door)))
+        n = px_buf_len(b);
+    return n ? n : ev->len;
 }
 
 /* Keeps a copy of ev in r's history; under r->lock. */
-static void hist_add_locked(chat_room *r, const chat_event *ev)
+static void hist_add_locked(chat_room *r, chat_event *ev)
 {
     if (!hist_cap)
         return;
+    size_t size = event_size_locked(r, ev);
     chat_event *copy = chat_event_copy(ev);
     if (!copy)
         return; /* out of memory: newcomers miss this one */
@@ -150,31 +152,27 @@ static void hist_add_locked(chat_room *r, const chat_event *ev)
         hist_drop_locked(r);
     unsigned at = (r->hist_head + r->hist_len++) % hist_cap;
     r->hist[at] = copy;
-    r->hist_size[at] = event_size(ev);
-    r->hist_bytes += r->hist_size[at];
+    r->hist_size[at] = size;
+    r->hist_bytes += size;
     /* Bytes bound it too: no more is kept than a replay could use, so long lines in
      * many rooms cannot pile up memory. */
     while (r->hist_bytes > replay_max && r->hist_len > 0)
         hist_drop_locked(r);
 }
 
-/* Under r->lock. */
-static void send_all_locked(chat_room *r, uint64_t except, chat_event *ev)
+void chat_room_send(chat_room *r, uint64_t except, chat_event *ev, unsigned flags)
 {
+    if (!(flags & CHAT_PUB_LOCKED))
+        pthread_mutex_lock(&r->lock);
     for (unsigned i = 0; i < r->nmembers; i++) {
         chat_session *s = r->members[i]->s;
         if (s->id != except)
             chat_send_event(s, ev);
     }
-}
-
-void chat_room_send(chat_room *r, uint64_t except, chat_event *ev, bool history)
-{
-    pthread_mutex_lock(&r->lock);
-    send_all_locked(r, except, ev);
-    if (history)
+    if (flags & CHAT_PUB_HISTORY)
         hist_add_locked(r, ev);
-    pthread_mutex_unlock(&r->lock);
+    if (!(flags & CHAT_PUB_LOCKED))
+        pthread_mutex_unlock(&r->lock);
 }
 
 void chat_room_deliver(const char *name, uint64_t except, chat_event *ev, bool history)
@@ -182,16 +180,16 @@ void chat_room_deliver(const char *name, uint64_t except, chat_event *ev, bool h
     chat_room *r = chat_room_find(name);
     if (!r)
         return; /* nobody here is in that room */
-    chat_room_send(r, except, ev, history);
+    chat_room_send(r, except, ev, history ? CHAT_PUB_HISTORY : 0);
     chat_room_put(r);
 }
 
-void chat_notify(chat_room *r, chat_session *about, chat_event *ev)
+void chat_notify(chat_room *r, chat_session *about, chat_event *ev, unsigned flags)
 {
     /* A notice the bus cannot take now reaches this server's members at least. */
     uint64_t except = about ? about->id : 0;
-    if (bus->publish(r, about, except, ev, false) != 0)
-        chat_room_send(r, except, ev, false);
+    if (bus->publish(r, about, except, ev, flags) != 0)
+        chat_room_send(r, except, ev, flags);
 }
 
 /* Under r->lock: "You are in", then the history, oldest first.  The history never
@@ -204,21 +202,28 @@ static void welcome_locked(chat_room *r, chat_session *s)
         chat_send_event(s, r->hist[(r->hist_head + i) % hist_cap]);
 }
 
-/* Makes s a member of r (a place found, m filled); under r->lock.  False when out
- * of memory. */
-static bool add_locked(chat_room *r, chat_membership *m)
+/* Room for one more member; under r->lock.  False when out of memory. */
+static bool grow_locked(chat_room *r)
 {
-    if (r->nmembers == r->cap) {
-        unsigned cap = r->cap ? r->cap * 2 : 8;
-        chat_membership **more = realloc(r->members, cap * sizeof(*more));
-        if (!more)
-            return false;
-        r->members = more;
-        r->cap = cap;
-    }
-    m->idx = r->nmembers;
-    r->members[r->nmembers++] = m;
+    if (r->nmembers < r->cap)
+        return true;
+    unsigned cap = r->cap ? r->cap * 2 : 8;
+    chat_membership **more = realloc(r->members, cap * sizeof(*more));
+    if (!more)
+        return false;
+    r->members = more;
+    r->cap = cap;
     return true;
+}
+
+/* In a big room every join told to every member would cost n^2 sends (and memory
+ * queued to members who do not read): notices only in rooms of at most announce_max,
+ * counting the one who comes or goes.  Under r->lock, so that a notice falls exactly
+ * where the change does in the room's order. */
+static void announce_locked(chat_room *r, chat_session *about, chat_event *notice)
+{
+    if (notice && r->nmembers + 1 <= announce_max)
+        chat_notify(r, about, notice, CHAT_PUB_LOCKED);
 }
 
 chat_room *chat_room_enter(const char *name, chat_session *s)
@@ -227,31 +232,28 @@ chat_room *chat_room_enter(const char *name, chat_session *s)
     chat_room *r = room_get(name);
     pthread_mutex_unlock(&rooms_lock);
     chat_membership *m = r ? calloc(1, sizeof(*m)) : NULL;
+    if (m) {
+        pthread_mutex_lock(&r->lock);
+        if (!grow_locked(r)) {
+            pthread_mutex_unlock(&r->lock);
+            free(m);
+            m = NULL;
+        }
+    }
     if (!m) {
         if (r)
             chat_room_put(r);
         return NULL;
     }
-    *m = (chat_membership){.s = s, .room = r, .next = s->rooms};
-    pthread_mutex_lock(&r->lock);
     welcome_locked(r, s);
-    /* In a big room every join told to every member would cost n^2 sends (and memory
-     * queued to members who do not read): big rooms stay quiet. */
-    bool announce = r->nmembers + 1 <= announce_max;
-    bool added = add_locked(r, m);
+    chat_event notice = {.kind = CHAT_EV_JOIN, .from = s->nick, .room = r->name};
+    announce_locked(r, s, &notice);
+    *m = (chat_membership){.s = s, .room = r, .idx = r->nmembers, .next = s->rooms};
+    r->members[r->nmembers++] = m;
     pthread_mutex_unlock(&r->lock);
-    if (!added) {
-        free(m);
-        chat_room_put(r);
-        return NULL;
-    }
+    chat_event_clear(&notice);
     s->rooms = m;
     s->room = r;
-    if (announce) {
-        chat_event notice = {.kind = CHAT_EV_JOIN, .from = s->nick, .room = r->name};
-        chat_notify(r, s, &notice);
-        chat_event_clear(&notice);
-    }
     return r;
 }
 
@@ -272,7 +274,7 @@ void chat_room_leave(chat_room *r, chat_session *s, chat_event *notice)
         r->members[m->idx] = last;
         last->idx = m->idx;
     }
-    bool announce = notice && r->nmembers + 1 <= announce_max; /* as for joins */
+    announce_locked(r, NULL, notice);
     if (r->nmembers == 0 && r->cap > 8) {
         free(r->members);
         r->members = NULL;
@@ -280,8 +282,6 @@ void chat_room_leave(chat_room *r, chat_session *s, chat_event *notice)
     }
     pthread_mutex_unlock(&r->lock);
     free(m);
-    if (announce)
-        chat_notify(r, NULL, notice);
     chat_room_put(r);
 }
 

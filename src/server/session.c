@@ -5,6 +5,8 @@
  */
 #include "chat.h"
 
+#include <stdlib.h>
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,8 +26,10 @@ chat_session *chat_session_retain(chat_session *s)
 
 void chat_session_release(chat_session *s)
 {
-    if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+    if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) {
+        free(s->asking);
         s->door->free(s);
+    }
 }
 
 int chat_send_event(chat_session *s, chat_event *ev)

@@ -54,10 +54,11 @@ static void grow(chat_strmap *m)
     m->nbuckets = size;
 }
 
-void chat_strmap_insert(chat_strmap *m, chat_strmap_node **slot, chat_strmap_node *n)
+void chat_strmap_insert(chat_strmap *m, chat_strmap_node *n)
 {
-    n->next = *slot;
-    *slot = n;
+    chat_strmap_node **head = &m->buckets[hash(n->key) & (m->nbuckets - 1)];
+    n->next = *head;
+    *head = n;
     if (++m->count > m->nbuckets * 2)
         grow(m);
 }

@@ -26,9 +26,9 @@ void chat_strmap_fini(chat_strmap *m);
 /* The link that points at the entry with key, or at the NULL that ends its chain:
  * insert or remove there.  m must have been initialised successfully. */
 chat_strmap_node **chat_strmap_slot(const chat_strmap *m, const char *key);
-/* Inserts n at slot (from chat_strmap_slot, with nothing changed since); the table
- * grows as it fills (when it cannot, chains just get longer). */
-void chat_strmap_insert(chat_strmap *m, chat_strmap_node **slot, chat_strmap_node *n);
+/* Inserts n (whose key is not in m: see chat_strmap_slot) at the head of its chain;
+ * the table grows as it fills (when it cannot, chains just get longer). */
+void chat_strmap_insert(chat_strmap *m, chat_strmap_node *n);
 void chat_strmap_remove(chat_strmap *m, chat_strmap_node **slot);
 
 #define CHAT_STRMAP_EACH(m, n)                                                         \
