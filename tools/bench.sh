@@ -9,7 +9,8 @@
 #   tools/bench.sh --cluster the cluster tables only (make bench-cluster; about 3 minutes)
 #   tools/bench.sh --compare OLD_BINARY
 #                            this build against another st_proactor (make bench-compare
-#                            REV=...): the same runs, interleaved, in one go (about 3 minutes)
+#                            REV=...): the same runs, interleaved, in one go (about 3 minutes;
+#                            BENCH_ROUNDS=N for more rounds than 3)
 #
 # Needs: make all chatbench, and redis-server, nats-server, ncat (scripts/deps.sh bench).
 set -euo pipefail
@@ -362,7 +363,7 @@ auto_backend=$(sed -n 's/.*: backend \([a-z_]*\).*/\1/p' "$tmp/probe.out" | head
 [ -n "$auto_backend" ] || auto_backend=auto
 
 if [ "$mode" = compare ]; then
-    rounds=3
+    rounds=${BENCH_ROUNDS:-3}
     st_servers=()
     msgs=1000
     lat_s=3
@@ -406,10 +407,12 @@ cat <<EOF
 EOF
 
 # ---------------------------------------------------------------------------
-# Before and after (--compare): the default relay and chat mode, each build in turn in
-# every round, so that both see the same machine.
+# Before and after (--compare): the relay, chat mode and chat mode with Redis, each build
+# in turn in every round, so that both see the same machine; then idle memory.
 if [ "$mode" = compare ]; then
-    cmp_servers=(st:auto:pool old/st:auto:pool chat old/chat)
+    cmp_modes=(st:auto:pool chat cluster:1)
+    cmp_servers=()
+    for s in "${cmp_modes[@]}"; do cmp_servers+=("$s" "old/$s"); done
     log "== before and after"
     for r in $(seq "$rounds"); do
         for s in "${cmp_servers[@]}"; do
@@ -418,19 +421,22 @@ if [ "$mode" = compare ]; then
                 --duration "$lat_s" --size 64
         done
     done
+    for s in st:auto:pool old/st:auto:pool; do idle_run "$s" 10000 2; done
     echo
     echo "## This build against $server_old"
     echo
-    echo "Rows: \`--raw\` (the default pool dispatch, auto backend) and chat mode, each this build"
-    echo "and the one before, alternating in every round."
+    echo "Rows: \`--raw\` (the default pool dispatch, auto backend), chat mode, and chat mode"
+    echo "with \`--cluster\` (one server and its Redis), each this build and the one before,"
+    echo "alternating in every round. × Redis is empty: Redis does not run here."
     fanout_table fan100 "Throughput: 100 clients, all publishing $msgs messages" "${cmp_servers[@]}"
     latency_table lat1m "Latency: 100 clients, 10 publishing 1010 messages/s each" "${cmp_servers[@]}"
+    idle_table 10000 st:auto:pool old/st:auto:pool
     echo
-    echo "### After ÷ before (medians)"
+    echo "### After ÷ before (medians of $rounds rounds)"
     echo
     echo "| mode | deliveries/s | server CPU per delivery | p99 (fixed rate) |"
     echo "|---|---:|---:|---:|"
-    for s in st:auto:pool chat; do
+    for s in "${cmp_modes[@]}"; do
         echo "| $(label "$s") | $(ratio "$(median fan100 "$s" deliveries_per_s)" "$(median fan100 "old/$s" deliveries_per_s)") | $(ratio "$(median fan100 "$s" cpu_ns)" "$(median fan100 "old/$s" cpu_ns)") | $(ratio "$(median lat1m "$s" p99_us)" "$(median lat1m "old/$s" p99_us)") |"
     done
     exit $check_fail

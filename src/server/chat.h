@@ -31,7 +31,6 @@
 /* A session's place in one room: the room points at it (members[idx]); it stays where
  * it is in memory, so the room can update idx without the session's help. */
 typedef struct chat_membership {
-    chat_session *s;
     chat_room *room;
     unsigned idx;                 /* in the room's member array, under room->lock */
     struct chat_membership *next; /* the session's rooms (own handlers) */

@@ -15,6 +15,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <string.h>
 
 typedef struct chat_session chat_session;
 
@@ -89,5 +90,18 @@ void chat_event_free(chat_event *ev);
 
 /* A buffer holding the formatted text and CRLF, or NULL (out of memory). */
 px_buf *chat_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A piece of a line; chat_piece_of(s) for a string (NULL: an empty one). */
+typedef struct chat_piece {
+    const char *p;
+    size_t len;
+} chat_piece;
+static inline chat_piece chat_piece_of(const char *s)
+{
+    return (chat_piece){s ? s : "", s ? strlen(s) : 0};
+}
+/* A buffer holding the n pieces one after another and CRLF, or NULL (out of memory):
+ * what chat_fmt does, without parsing a format (doors format every relayed line). */
+px_buf *chat_line(const chat_piece *pieces, size_t n);
 
 #endif

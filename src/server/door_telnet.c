@@ -5,26 +5,31 @@
  */
 #include "door_stream.h"
 
+#define LINE(...)                                                                        \
+    chat_line((const chat_piece[]){__VA_ARGS__},                                          \
+              sizeof((const chat_piece[]){__VA_ARGS__}) / sizeof(chat_piece))
+
 static px_buf *telnet_format(const chat_event *ev)
 {
     /* Lines delivered on this server only while the other servers are unreachable. */
-    const char *m = ev->local ? "[local] " : "";
-    int n = (int)ev->len;
+    chat_piece m = chat_piece_of(ev->local ? "[local] " : "");
+    chat_piece text = {ev->text, ev->len};
+#define S(s) chat_piece_of(s)
     switch (ev->kind) {
-    case CHAT_EV_MESSAGE: return chat_fmt("%s<%s> %.*s", m, ev->from, n, ev->text);
-    case CHAT_EV_ACTION: return chat_fmt("%s* %s %.*s", m, ev->from, n, ev->text);
-    case CHAT_EV_PRIVATE: return chat_fmt("%s[PM from %s] %.*s", m, ev->from, n, ev->text);
-    case CHAT_EV_PM_SENT: return chat_fmt("%s[PM to %s] %.*s", m, ev->to, n, ev->text);
-    case CHAT_EV_JOIN: return chat_fmt("%s*** %s has joined %s.", m, ev->from, ev->room);
-    case CHAT_EV_LEAVE:
-        return chat_fmt("%s*** %s has left (%.*s).", m, ev->from, n, ev->text);
-    case CHAT_EV_MOVE: return chat_fmt("%s*** %s has left for %s.", m, ev->from, ev->to);
+    case CHAT_EV_MESSAGE: return LINE(m, S("<"), S(ev->from), S("> "), text);
+    case CHAT_EV_ACTION: return LINE(m, S("* "), S(ev->from), S(" "), text);
+    case CHAT_EV_PRIVATE: return LINE(m, S("[PM from "), S(ev->from), S("] "), text);
+    case CHAT_EV_PM_SENT: return LINE(m, S("[PM to "), S(ev->to), S("] "), text);
+    case CHAT_EV_JOIN: return LINE(m, S("*** "), S(ev->from), S(" has joined "), S(ev->room), S("."));
+    case CHAT_EV_LEAVE: return LINE(m, S("*** "), S(ev->from), S(" has left ("), text, S(")."));
+    case CHAT_EV_MOVE: return LINE(m, S("*** "), S(ev->from), S(" has left for "), S(ev->to), S("."));
     case CHAT_EV_RENAME:
-        return chat_fmt("%s*** %s is now known as %s.", m, ev->from, ev->to);
+        return LINE(m, S("*** "), S(ev->from), S(" is now known as "), S(ev->to), S("."));
     case CHAT_EV_NOTICE:
-    case CHAT_EV_REPLY: return chat_fmt("%s*** %.*s", m, n, ev->text);
-    case CHAT_EV_ERROR: return chat_fmt("%s*** Error: %.*s", m, n, ev->text);
+    case CHAT_EV_REPLY: return LINE(m, S("*** "), text);
+    case CHAT_EV_ERROR: return LINE(m, S("*** Error: "), text);
     }
+#undef S
     return NULL;
 }
 

@@ -28,6 +28,24 @@ px_buf *chat_fmt(const char *fmt, ...)
     return b;
 }
 
+px_buf *chat_line(const chat_piece *pieces, size_t n)
+{
+    size_t len = 2;
+    for (size_t i = 0; i < n; i++)
+        len += pieces[i].len;
+    px_buf *b;
+    void *data;
+    if (px_buf_alloc(&b, len, &data) != 0)
+        return NULL;
+    char *at = data;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(at, pieces[i].p, pieces[i].len);
+        at += pieces[i].len;
+    }
+    memcpy(at, "\r\n", 2);
+    return b;
+}
+
 px_buf *chat_event_bytes(chat_event *ev, const chat_door *door)
 {
     if (!ev->as[door->kind])

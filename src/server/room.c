@@ -19,7 +19,10 @@ struct chat_room {
     unsigned refs; /* members and members-to-be; under rooms_lock */
 
     pthread_mutex_t lock;
-    chat_membership **members;
+    struct member {
+        chat_session *s;     /* here too, not only in m: one pointer less per delivery */
+        chat_membership *m;
+    } *members;
     unsigned nmembers, cap;
     chat_event **hist; /* ring of the last hist_cap events */
     size_t *hist_size; /* what each holds, as counted against replay_max */
@@ -134,7 +137,7 @@ static size_t event_size_locked(chat_room *r, chat_event *ev)
         if (ev->as[k] && px_buf_len(ev->as[k]) > n)
             n = px_buf_len(ev->as[k]);
     px_buf *b;
-    if (!n && r->nmembers && (b = chat_event_bytes(ev, r->members[0]->s->door)))
+    if (!n && r->nmembers && (b = chat_event_bytes(ev, r->members[0].s->door)))
         n = px_buf_len(b);
     return n ? n : ev->len;
 }
@@ -165,7 +168,7 @@ void chat_room_send(chat_room *r, uint64_t except, chat_event *ev, unsigned flag
     if (!(flags & CHAT_PUB_LOCKED))
         pthread_mutex_lock(&r->lock);
     for (unsigned i = 0; i < r->nmembers; i++) {
-        chat_session *s = r->members[i]->s;
+        chat_session *s = r->members[i].s;
         if (s->id != except)
             chat_send_event(s, ev);
     }
@@ -208,7 +211,7 @@ static bool grow_locked(chat_room *r)
     if (r->nmembers < r->cap)
         return true;
     unsigned cap = r->cap ? r->cap * 2 : 8;
-    chat_membership **more = realloc(r->members, cap * sizeof(*more));
+    struct member *more = realloc(r->members, cap * sizeof(*more));
     if (!more)
         return false;
     r->members = more;
@@ -248,8 +251,8 @@ chat_room *chat_room_enter(const char *name, chat_session *s)
     welcome_locked(r, s);
     chat_event notice = {.kind = CHAT_EV_JOIN, .from = s->nick, .room = r->name};
     announce_locked(r, s, &notice);
-    *m = (chat_membership){.s = s, .room = r, .idx = r->nmembers, .next = s->rooms};
-    r->members[r->nmembers++] = m;
+    *m = (chat_membership){.room = r, .idx = r->nmembers, .next = s->rooms};
+    r->members[r->nmembers++] = (struct member){.s = s, .m = m};
     pthread_mutex_unlock(&r->lock);
     chat_event_clear(&notice);
     s->rooms = m;
@@ -269,10 +272,10 @@ void chat_room_leave(chat_room *r, chat_session *s, chat_event *notice)
     if (s->room == r)
         s->room = NULL;
     pthread_mutex_lock(&r->lock);
-    if (m->idx < r->nmembers && r->members[m->idx] == m) {
-        chat_membership *last = r->members[--r->nmembers];
+    if (m->idx < r->nmembers && r->members[m->idx].m == m) {
+        struct member last = r->members[--r->nmembers];
         r->members[m->idx] = last;
-        last->idx = m->idx;
+        last.m->idx = m->idx;
     }
     announce_locked(r, NULL, notice);
     if (r->nmembers == 0 && r->cap > 8) {
@@ -290,7 +293,7 @@ unsigned chat_room_nicks(chat_room *r, const char **out, unsigned max)
     pthread_mutex_lock(&r->lock);
     unsigned n = r->nmembers;
     for (unsigned i = 0; i < n && i < max; i++)
-        out[i] = r->members[i]->s->nick;
+        out[i] = r->members[i].s->nick;
     pthread_mutex_unlock(&r->lock);
     return n;
 }
@@ -322,7 +325,7 @@ void chat_rooms_close_all(chat_event *bye)
         chat_room *r = (chat_room *)node;
         pthread_mutex_lock(&r->lock);
         for (unsigned k = 0; k < r->nmembers; k++) {
-            chat_session *s = r->members[k]->s;
+            chat_session *s = r->members[k].s;
             s->door->close(s, bye ? chat_event_bytes(bye, s->door) : NULL, true);
         }
         pthread_mutex_unlock(&r->lock);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "server/bus_redis.h"
+#include "server/door_stream.h"
 
 TestSuite(redis_wire, .timeout = 10);
 
@@ -60,6 +61,19 @@ Test(redis_wire, malformed_and_foreign_payloads_are_dropped)
     redis_wire_msg m;
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         cr_assert(!redis_wire_decode(bad[i], strlen(bad[i]), "t", &m), "accepted: %s", bad[i]);
+}
+
+/* A well-formed payload may still lack what an event of its kind needs (from another
+ * server's bug, or a hand-made PUBLISH): the door shows it without crashing. */
+Test(redis_wire, a_payload_without_names_is_shown_safely)
+{
+    static const char p[] = "v1\tJ\t\t\t0\t0\tt\n";
+    redis_wire_msg m;
+    cr_assert(redis_wire_decode(p, sizeof(p) - 1, "t", &m));
+    px_buf *b = chat_door_telnet.door.format(&m.ev);
+    cr_assert(b);
+    cr_assert_eq(px_buf_len(b), strlen("***  has joined .\r\n"));
+    px_buf_release(b);
 }
 
 Test(redis_wire, leave_template_is_the_encoders)
