@@ -259,12 +259,12 @@ bench-cluster:
 # worktree), built there, and both servers are run in turn, round by round.
 REV ?= HEAD~1
 bench-compare:
-	@scripts/deps.sh bench
-	@$(MAKE) --no-print-directory SANITIZE= all chatbench
+	@scripts/deps.sh bench >&2
+	@$(MAKE) --no-print-directory SANITIZE= all chatbench >&2
 	@rm -rf build/compare && git worktree prune && \
 		git worktree add --detach -q build/compare '$(REV)' && \
 		$(MAKE) --no-print-directory -C build/compare SANITIZE= all >/dev/null
-	@tools/bench.sh --compare build/compare/st_proactor; rc=$$?; \
+	@tools/bench.sh --compare build/compare/st_proactor '$(REV)'; rc=$$?; \
 		git worktree remove --force build/compare; exit $$rc
 
 # Fuzzing with clang's libFuzzer (+ASan+UBSan): make fuzz builds build/fuzz/fuzz_*;

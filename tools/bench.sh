@@ -7,7 +7,7 @@
 #   tools/bench.sh           the full run (make bench; about 20 minutes)
 #   tools/bench.sh --quick   a one-minute subset (make bench-quick)
 #   tools/bench.sh --cluster the cluster tables only (make bench-cluster; about 3 minutes)
-#   tools/bench.sh --compare OLD_BINARY
+#   tools/bench.sh --compare OLD_BINARY [NAME]
 #                            this build against another st_proactor (make bench-compare
 #                            REV=...): the same runs, interleaved, in one go (about 3 minutes;
 #                            BENCH_ROUNDS=N for more rounds than 3)
@@ -21,9 +21,9 @@ server_old=
 case "${1:-}" in
 --quick) mode=quick ;;
 --cluster) mode=cluster ;;
---compare) mode=compare server_old=${2:-} ;;
+--compare) mode=compare server_old=${2:-} old_label=${3:-${2:-}} ;;
 "") ;;
-*) echo "usage: $0 [--quick | --cluster | --compare OLD_BINARY]" >&2; exit 2 ;;
+*) echo "usage: $0 [--quick | --cluster | --compare OLD_BINARY [NAME]]" >&2; exit 2 ;;
 esac
 if [ "$mode" = compare ] && [ ! -x "$server_old" ]; then
     echo "--compare needs the other st_proactor binary" >&2
@@ -179,7 +179,7 @@ others=(redis nats ncat)
 
 label() {
     case "$1" in
-    old/*) echo "$(label "${1#old/}") — before" ;;
+    old/*) echo "$(label "${1#old/}") — $old_label" ;;
     st:auto:pool) echo "st_proactor (default: ${auto_backend}, pool)" ;;
     st:*) IFS=: read -r _ b d <<<"$1"; echo "st_proactor $b, $d" ;;
     chat) echo "st_proactor, one server alone" ;;
@@ -423,7 +423,7 @@ if [ "$mode" = compare ]; then
     done
     for s in st:auto:pool old/st:auto:pool; do idle_run "$s" 10000 2; done
     echo
-    echo "## This build against $server_old"
+    echo "## This build against $old_label"
     echo
     echo "Rows: \`--raw\` (the default pool dispatch, auto backend), chat mode, and chat mode"
     echo "with \`--cluster\` (one server and its Redis), each this build and the one before,"
