@@ -241,6 +241,31 @@ Test(core, server_full)
     leave(a, 0);
 }
 
+/* A session in several rooms at once (what web and IRC doors will do): it hears each,
+ * its lines go to its current room, and it leaves all of them when it goes. */
+Test(core, a_session_in_two_rooms)
+{
+    rec *a = open_one(), *b = open_one(), *c = open_one();
+    say(b, "/join one");
+    say(c, "/join two");
+    cr_assert(chat_room_enter("one", &a->s) && chat_room_enter("two", &a->s));
+    take(a), take(b), take(c);
+    say(b, "in one");
+    say(c, "in two");
+    cr_assert_str_eq(take(a), "<guest2> in one\r\n<guest3> in two\r\n");
+    say(a, "to two"); /* the room entered last is the current one */
+    cr_assert_str_eq(take(c), "<guest1> to two\r\n");
+    cr_assert_str_eq(take(b), "");
+    leave(a, 0);
+    cr_assert_str_eq(take(b), "*** guest1 has left (connection closed).\r\n");
+    cr_assert_str_eq(take(c), "*** guest1 has left (connection closed).\r\n");
+    leave(c, 0);
+    leave(b, 0);
+    unsigned sessions, names, rooms;
+    chat_census(&sessions, &names, &rooms);
+    cr_assert_eq(sessions + names + rooms, 0);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Commands                                                                  */
 
