@@ -88,8 +88,15 @@ static void raw_too_long(stream_client *c)
     }
 }
 
+static void raw_open(px_stream *st, void *user)
+{
+    (void)user;
+    chat_stream_open(st, &chat_door_raw);
+}
+
 const stream_door chat_door_raw = {
     .door = {.name = "raw", .kind = CHAT_DOOR_RAW, .format = raw_format, CHAT_STREAM_DOOR_OPS},
+    CHAT_STREAM_HANDLERS(raw_open),
     .telnet = false,
     .line = raw_line,
     .chunk_end = raw_flush,

@@ -101,10 +101,8 @@ static void send_bytes(stream_client *c, const char *p, size_t n)
     }
 }
 
-static void on_open(px_stream *st, void *user)
+void chat_stream_open(px_stream *st, const stream_door *d)
 {
-    const stream_door *d = user;
-    px_stream_set_user(st, NULL); /* the door, from the listener: not a client yet */
     stream_client *c = calloc(1, sizeof(*c));
     if (!c || chat_framer_init(&c->framer, chat_cfg->max_line, d->telnet) != 0) {
         free(c);
@@ -183,7 +181,7 @@ static void on_line(stream_client *c, const chat_frame_out *out, size_t *len,
     }
 }
 
-static void on_data(px_stream *st, const char *bytes, size_t len, void *user)
+void chat_stream_on_data(px_stream *st, const char *bytes, size_t len, void *user)
 {
     (void)st;
     stream_client *c = user;
@@ -218,7 +216,7 @@ static void on_data(px_stream *st, const char *bytes, size_t len, void *user)
     chat_framer_trim(&c->framer); /* an idle client keeps no line buffer */
 }
 
-static void on_close(px_stream *st, int cause, void *user)
+void chat_stream_on_close(px_stream *st, int cause, void *user)
 {
     stream_client *c = user;
     if (!c)
@@ -226,9 +224,3 @@ static void on_close(px_stream *st, int cause, void *user)
     px_stream_set_user(st, NULL);
     chat_session_closed(&c->s, cause);
 }
-
-const px_stream_handlers chat_stream_handlers = {
-    .on_open = on_open,
-    .on_data = on_data,
-    .on_close = on_close,
-};

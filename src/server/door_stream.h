@@ -29,6 +29,11 @@ typedef struct stream_chunk {
 
 typedef struct stream_door {
     chat_door door; /* first */
+    /* For px_listen and px_stream_open (with a NULL user pointer): on_open is the
+     * door's own, which calls chat_stream_open with the door; the others are shared.
+     * The door is not passed as the user pointer, since a stream that closes before
+     * it opens gets on_close with that pointer. */
+    px_stream_handlers handlers;
     bool telnet;    /* the framer's telnet filter (chat mode) */
     /* A complete line (chat mode: without its terminator; raw: with it). */
     void (*line)(stream_client *c, const char *line, size_t len, stream_chunk *chunk);
@@ -38,10 +43,16 @@ typedef struct stream_door {
     void (*too_long)(stream_client *c);
 } stream_door;
 
-/* For px_listen and px_stream_open: the user pointer is the stream_door. */
-extern const px_stream_handlers chat_stream_handlers;
 extern const stream_door chat_door_telnet;
 extern const stream_door chat_door_raw;
+
+/* The handlers every stream door shares; its on_open calls chat_stream_open. */
+void chat_stream_open(px_stream *st, const stream_door *d);
+void chat_stream_on_data(px_stream *st, const char *bytes, size_t len, void *user);
+void chat_stream_on_close(px_stream *st, int cause, void *user);
+#define CHAT_STREAM_HANDLERS(open)                                                        \
+    .handlers = {.on_open = (open), .on_data = chat_stream_on_data,                       \
+                 .on_close = chat_stream_on_close}
 
 /* The door functions every stream door uses (door.h). */
 int chat_stream_send(chat_session *s, px_buf *b);

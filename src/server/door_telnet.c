@@ -44,9 +44,16 @@ static void telnet_too_long(stream_client *c)
     chat_error(&c->s, "line too long (max %zu bytes); it was not sent.", chat_cfg->max_line);
 }
 
+static void telnet_open(px_stream *st, void *user)
+{
+    (void)user;
+    chat_stream_open(st, &chat_door_telnet);
+}
+
 const stream_door chat_door_telnet = {
     .door = {.name = "telnet", .kind = CHAT_DOOR_TELNET, .format = telnet_format,
              CHAT_STREAM_DOOR_OPS},
+    CHAT_STREAM_HANDLERS(telnet_open),
     .telnet = true,
     .line = telnet_line,
     .too_long = telnet_too_long,

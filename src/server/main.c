@@ -173,8 +173,7 @@ static int start_listening(srv_server *s)
                        &(px_listen_opts){
                            .host = cfg->bind,
                            .port = (uint16_t)cfg->port,
-                           .handlers = chat_stream_handlers,
-                           .user = (void *)(cfg->raw ? &chat_door_raw : &chat_door_telnet),
+                           .handlers = (cfg->raw ? &chat_door_raw : &chat_door_telnet)->handlers,
                            .stream_opts = {.sendq_bytes = cfg->sendq},
                            .keepalive_s = cfg->keepalive,
                            .busy_msg = cfg->raw ? NULL : busy,

@@ -512,7 +512,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int sv[2];
         check(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0, "socketpair");
         px_stream *st;
-        check(px_stream_open(loop, &st, sv[0], &chat_stream_handlers, (void *)&chat_door_telnet,
+        check(px_stream_open(loop, &st, sv[0], &chat_door_telnet.handlers, NULL,
                              &(px_stream_opts){.sendq_bytes = cfg.sendq}) == 0,
               "px_stream_open");
         px_stream_retain(st);

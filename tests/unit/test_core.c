@@ -11,6 +11,10 @@
 
 #include "server/chat.h"
 #include "server/door_stream.h"
+#include "helpers.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------------------ */
 /* A recording door                                                          */
@@ -489,4 +493,27 @@ Test(core_bus, answers)
     chat_census(&sessions, &names, &rooms);
     cr_assert_eq(names, 1, "refused and slow renames leave no name behind");
     leave(a, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The telnet door on real streams                                           */
+
+/* Regression (make valgrind): a stream that closes before it opens gets on_close with
+ * the user pointer it started with; the door must not have put itself there. */
+Test(core_stream, a_stream_closed_before_it_opens, .timeout = 20)
+{
+    cfg = (srv_config){.max_line = 2048, .sendq = 1u << 20, .history = 20,
+                       .announce_max = 100, .flood_rate = 20, .flood_burst = 40};
+    px_loop *loop = tc_loop_new(PX_EXEC_INLINE, NULL);
+    cr_assert_eq(chat_init(&cfg, loop, &chat_bus_local), 0);
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    px_stream *st;
+    cr_assert_eq(px_stream_open(loop, &st, sv[0], &chat_door_telnet.handlers, NULL, NULL), 0);
+    px_loop_destroy(loop); /* never run: the stream gets on_close without on_open */
+    close(sv[1]);
+    unsigned sessions, names, rooms;
+    chat_census(&sessions, &names, &rooms);
+    cr_assert_eq(sessions + names + rooms, 0);
+    chat_fini();
 }
