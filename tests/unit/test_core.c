@@ -469,26 +469,28 @@ Test(core_bus, answers)
     say(a, "/rooms");
     cr_assert_str_eq(take(a), "*** 1 room (this server only: the cluster is not answering): "
                               "lobby (1)\r\n");
-    next_status = CHAT_BUS_REFUSED;
-    say(a, "/nick taken");
-    cr_assert_str_eq(take(a), "*** Error: the nickname taken is taken (on another server).\r\n");
-    next_status = CHAT_BUS_SLOW;
-    say(a, "/nick slow");
-    cr_assert_str_eq(take(a), "*** Error: the cluster did not answer in time; you are still "
-                              "guest1.\r\n");
-    cr_assert_eq(a->holds, 0, "every hold released");
-    say(a, "/msg far hello");
-    cr_assert_str_eq(take(a), "*** Error: the cluster did not answer; your message to far may "
-                              "not have been delivered.\r\n");
-    say(a, "hello");
-    cr_assert_str_eq(take(a), "*** Error: the cluster is too slow right now; your message was "
-                              "not sent.\r\n");
-    next_status = CHAT_BUS_FULL;
-    say(a, "/msg far hello");
-    cr_assert_str_eq(take(a), "*** Error: Far could not take your message.\r\n");
-    next_status = CHAT_BUS_DONE;
-    say(a, "/msg far hello");
-    cr_assert_str_eq(take(a), "[PM to Far] hello\r\n");
+    static const struct {
+        chat_bus_status status;
+        const char *line, *want;
+    } steps[] = {
+        {CHAT_BUS_REFUSED, "/nick taken",
+         "*** Error: the nickname taken is taken (on another server).\r\n"},
+        {CHAT_BUS_SLOW, "/nick slow",
+         "*** Error: the cluster did not answer in time; you are still guest1.\r\n"},
+        {CHAT_BUS_SLOW, "/msg far hello",
+         "*** Error: the cluster did not answer; your message to far may not have been "
+         "delivered.\r\n"},
+        {CHAT_BUS_SLOW, "hello",
+         "*** Error: the cluster is too slow right now; your message was not sent.\r\n"},
+        {CHAT_BUS_FULL, "/msg far hello", "*** Error: Far could not take your message.\r\n"},
+        {CHAT_BUS_DONE, "/msg far hello", "[PM to Far] hello\r\n"},
+    };
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        next_status = steps[i].status;
+        say(a, steps[i].line);
+        cr_assert_str_eq(take(a), steps[i].want);
+        cr_assert_eq(a->holds, 0, "every hold released");
+    }
     unsigned sessions, names, rooms;
     chat_census(&sessions, &names, &rooms);
     cr_assert_eq(names, 1, "refused and slow renames leave no name behind");

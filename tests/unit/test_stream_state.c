@@ -338,17 +338,24 @@ Test(stream_state, debug_destroy_running_loop_aborts, .signal = SIGABRT, .timeou
     cr_assert_fail("px_loop_destroy of a running loop went unnoticed");
 }
 
+/* Runs fn(stream) on the loop thread of a running loop with an open stream: each of
+ * these breaks a rule, so the test process aborts. */
+static void break_on_loop(void (*fn)(void *))
+{
+    tc_runner r;
+    int sv[2];
+    tc_sink k;
+    px_stream *s = running_with_stream(&r, sv, &k);
+    tc_run_on_loop(r.loop, fn, s);
+}
+
 /* A transition the table does not have: OPEN -> CLOSED (the backend reporting
  * a close nobody asked for). */
 static void report_closed(void *arg) { px__stream_closed(arg); }
 
 Test(stream_state, debug_illegal_transition_aborts, .signal = SIGABRT, .timeout = 20)
 {
-    tc_runner r;
-    int sv[2];
-    tc_sink k;
-    px_stream *s = running_with_stream(&r, sv, &k);
-    tc_run_on_loop(r.loop, report_closed, s);
+    break_on_loop(report_closed);
     cr_assert_fail("OPEN -> CLOSED went unnoticed");
 }
 
@@ -357,11 +364,7 @@ static void report_done(void *arg) { px__stream_event_done(arg); }
 
 Test(stream_state, debug_done_without_event_aborts, .signal = SIGABRT, .timeout = 20)
 {
-    tc_runner r;
-    int sv[2];
-    tc_sink k;
-    px_stream *s = running_with_stream(&r, sv, &k);
-    tc_run_on_loop(r.loop, report_done, s);
+    break_on_loop(report_done);
     cr_assert_fail("an event completion with no event out went unnoticed");
 }
 
