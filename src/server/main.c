@@ -28,11 +28,36 @@ static void stop_loop(px_timer *t, void *loop)
     px_loop_stop(loop);
 }
 
-/* SIGINT and SIGTERM are blocked in every thread and taken here with
- * sigwait(), so stopping never depends on which thread a signal lands on
- * or on what a signal handler may call. */
+/* The signals the server handles are blocked in every thread and taken here with
+ * sigwait(), so that what they do never depends on which thread a signal lands on or
+ * on what a signal handler may call.  SIGINT, SIGTERM and SIGQUIT stop the server
+ * gracefully; SIGHUP (a closed terminal, or an operator's "reload") and SIGUSR2 are
+ * logged and ignored, never fatal; SIGUSR1 logs a status line. */
 static pthread_mutex_t loop_lock = PTHREAD_MUTEX_INITIALIZER; /* guards the_loop */
 static bool signal_thread_quit; /* under loop_lock */
+
+static const int handled_signals[] = {SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2};
+
+/* True when sig stops the server; else it is logged here. */
+static bool signal_stops(int sig)
+{
+    unsigned sessions, names, rooms;
+    switch (sig) {
+    case SIGHUP:
+        srv_log(SRV_LOG_INFO, "SIGHUP: nothing to reload; ignored (SIGTERM stops the server)");
+        return false;
+    case SIGUSR1:
+        chat_census(&sessions, &names, &rooms);
+        srv_log(SRV_LOG_INFO, "status: %u online, %u connections, %u rooms", chat_online(),
+                sessions, rooms);
+        return false;
+    case SIGUSR2:
+        srv_log(SRV_LOG_INFO, "SIGUSR2: ignored");
+        return false;
+    default:
+        return true;
+    }
+}
 
 static void *signal_thread(void *arg)
 {
@@ -43,11 +68,15 @@ static void *signal_thread(void *arg)
             continue;
         pthread_mutex_lock(&loop_lock);
         bool quit = signal_thread_quit;
-        if (the_loop)
-            px_loop_stop(the_loop);
         pthread_mutex_unlock(&loop_lock);
         if (quit)
             return NULL;
+        if (!signal_stops(sig))
+            continue;
+        pthread_mutex_lock(&loop_lock);
+        if (the_loop)
+            px_loop_stop(the_loop);
+        pthread_mutex_unlock(&loop_lock);
     }
 }
 
@@ -107,7 +136,7 @@ typedef enum srv_stage {
 
 typedef struct srv_server {
     srv_config cfg;
-    sigset_t stop_signals; /* SIGINT, SIGTERM: blocked everywhere, taken by the signal thread */
+    sigset_t signals; /* handled_signals: blocked everywhere, taken by the signal thread */
     srv_stage stage;
     const chat_bus *bus;
     px_listener *listener; /* NULL once closed */
@@ -214,7 +243,7 @@ static int srv_start(srv_server *s)
     if ((code = start_listening(s)) != 0)
         return code;
     s->stage = SRV_STAGE_LISTENING;
-    int rc = pthread_create(&s->signal_thread, NULL, signal_thread, &s->stop_signals);
+    int rc = pthread_create(&s->signal_thread, NULL, signal_thread, &s->signals);
     if (rc) {
         fprintf(stderr, "st_proactor: cannot start: %s\n", px_strerror(-rc));
         return 1;
@@ -265,7 +294,7 @@ static int srv_teardown(srv_server *s, int code)
 
 int main(int argc, char **argv)
 {
-    static srv_server s; /* static: the signal thread reads s.stop_signals */
+    static srv_server s; /* static: the signal thread reads s.signals */
     switch (srv_config_parse(argc, argv, &s.cfg, stdout, stderr)) {
     case SRV_PARSE_RUN:
         break;
@@ -278,10 +307,10 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
     /* Before any thread exists, so that every thread inherits the mask. */
-    sigemptyset(&s.stop_signals);
-    sigaddset(&s.stop_signals, SIGINT);
-    sigaddset(&s.stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &s.stop_signals, NULL);
+    sigemptyset(&s.signals);
+    for (size_t i = 0; i < sizeof(handled_signals) / sizeof(handled_signals[0]); i++)
+        sigaddset(&s.signals, handled_signals[i]);
+    pthread_sigmask(SIG_BLOCK, &s.signals, NULL);
 
     int code = srv_start(&s);
     if (code == 0)

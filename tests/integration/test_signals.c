@@ -55,3 +55,38 @@ Test(signals, sigint_with_clients)
 {
     stop_with(SIGINT);
 }
+
+/* Issue 17: SIGHUP (the terminal that ran the server closed), SIGUSR1 and SIGUSR2 never
+ * kill the server: they are logged (SIGUSR1 with a status line) and chat goes on; SIGQUIT
+ * stops it as SIGTERM does, telling every client first. */
+Test(signals, hup_and_usr_are_not_fatal_and_quit_is_graceful)
+{
+    h_server s;
+    h_proc a, b;
+    h_proc *all[] = {&a, &b};
+    char nk[2][32];
+    h_chat_start(&s, all, 2, nk, NULL);
+    static const struct {
+        int sig;
+        const char *logged;
+    } kept[] = {
+        {SIGHUP, "SIGHUP: nothing to reload; ignored"},
+        {SIGUSR1, "status: 2 online, 2 connections, 1 rooms"},
+        {SIGUSR2, "SIGUSR2: ignored"},
+    };
+    for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++) {
+        cr_assert_eq(kill(s.proc.pid, kept[i].sig), 0);
+        cr_assert(h_wait_line(&s.proc.err, kept[i].logged, NULL, NULL, 0, H_WAIT_MS),
+                  "%s: no log line '%s'", strsignal(kept[i].sig), kept[i].logged);
+        h_chat_relay(all, 2, (int)i % 2, nk[i % 2], "still here");
+    }
+    cr_assert(h_proc_stop(&s.proc, SIGQUIT, H_WAIT_MS), "server still running after SIGQUIT");
+    int st = s.proc.status;
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGQUIT: wait status 0x%x, want exit 0",
+              (unsigned)st);
+    for (int i = 0; i < 2; i++) {
+        h_expect_line(all[i], "*** Server shutting down.\r\n");
+        h_proc_close(all[i]);
+    }
+    h_server_stop(&s); /* already reaped: checks its stderr for sanitizer reports */
+}
