@@ -329,9 +329,11 @@ PX_API int px_stream_peer(const px_stream *s, char *buf, size_t len);
 #define PX_KEEPALIVE_MAX 32767
 
 typedef struct px_listen_opts {
-    const char *host;   /* NULL or "": every address, IPv6 and IPv4 (falls
-                           back to IPv4 only where IPv6 is off); else a
-                           numeric address or a name */
+    const char *host;   /* NULL, "" or "::": every address, IPv6 and IPv4
+                           (falls back to IPv4 only where IPv6 is off);
+                           "0.0.0.0": every IPv4 address; else a numeric
+                           address (::ffff:a.b.c.d is the IPv4 a.b.c.d) or a
+                           name */
     uint16_t port;      /* 0 picks a free port: see px_listener_port() */
     int backlog;        /* 0: SOMAXCONN */
     px_stream_handlers handlers; /* for every accepted stream */

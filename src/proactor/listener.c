@@ -21,6 +21,16 @@
 #define PX_ACCEPT_PAUSE_MS 100
 
 
+/* IPv6 sockets that also take IPv4: the wildcard "::" (every address, like no host at
+ * all) and IPv4-mapped addresses (::ffff:a.b.c.d, which are IPv4 addresses). */
+static bool dual_stack(const struct addrinfo *ai, bool any)
+{
+    if (ai->ai_family != AF_INET6)
+        return false;
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+    return any || IN6_IS_ADDR_UNSPECIFIED(a) || IN6_IS_ADDR_V4MAPPED(a);
+}
+
 static int bind_listen(const struct addrinfo *ai, int backlog, bool dual)
 {
     int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
@@ -60,7 +70,7 @@ static int open_listen_socket(const px_listen_opts *o)
         return rc == EAI_SYSTEM ? -errno : (rc == EAI_MEMORY ? -ENOMEM : -EADDRNOTAVAIL);
     int fd = -EADDRNOTAVAIL;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        fd = bind_listen(ai, backlog, any);
+        fd = bind_listen(ai, backlog, dual_stack(ai, any));
         if (fd >= 0)
             break;
     }

@@ -28,7 +28,8 @@ static void usage(FILE *f, const char *prog)
             "  -p, --port N           same as the positional port; 0 picks a free port\n"
             "  -b, --bind ADDR        listen on ADDR only (default: every IPv6 and IPv4 address)\n"
             "      --raw              plain relay: each line to every other client, unchanged\n"
-            "                         (no nicknames, commands, telnet handling or flood limit)\n"
+            "                         (no nicknames, commands, telnet handling or flood limit;\n"
+            "                         control bytes pass: for trusted networks only)\n"
             "  -d, --dispatch MODE    where handlers run: pool (default: worker threads),\n"
             "                         thread (a new thread per message, the original design),\n"
             "                         inline (on the I/O loop thread)\n"
@@ -54,7 +55,7 @@ static void usage(FILE *f, const char *prog)
             "      --cluster-optional start even when Redis is unreachable (and keep trying)\n"
             "      --cluster-ttl S    a crashed server's users leave the cluster's lists\n"
             "                         and names after S seconds (default %d)\n"
-            "  -q, --quiet            log errors only\n"
+            "  -q, --quiet            log errors and warnings only\n"
             "  -v, --verbose          log more, including message text\n"
             "  -h, --help             show this help and exit\n"
             "  -V, --version          show the version and exit\n",

@@ -21,7 +21,7 @@ void srv_log(srv_log_level level, const char *fmt, ...)
 {
     if (!srv_log_enabled(level))
         return;
-    static const char *const names[] = {"error", "info", "debug"};
+    static const char *const names[] = {"error", "warn", "info", "debug"};
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;

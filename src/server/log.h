@@ -4,7 +4,8 @@
 
 #include <stdbool.h>
 
-typedef enum srv_log_level { SRV_LOG_ERROR, SRV_LOG_INFO, SRV_LOG_DEBUG } srv_log_level;
+/* -q keeps errors and warnings, -v adds debug lines. */
+typedef enum srv_log_level { SRV_LOG_ERROR, SRV_LOG_WARN, SRV_LOG_INFO, SRV_LOG_DEBUG } srv_log_level;
 
 void srv_log_set_level(srv_log_level max);
 bool srv_log_enabled(srv_log_level level);

@@ -12,6 +12,7 @@
 #include "chat.h"
 #include "door_stream.h"
 
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -193,6 +194,35 @@ static int start_cluster(srv_server *s)
     return 0;
 }
 
+/* Whether ADDR (--bind) keeps the server on this machine. */
+static bool loopback_only(const char *addr)
+{
+    unsigned char a[16];
+    if (!addr)
+        return false;
+    if (strcmp(addr, "localhost") == 0)
+        return true;
+    if (inet_pton(AF_INET, addr, a) == 1)
+        return a[0] == 127;
+    if (inet_pton(AF_INET6, addr, a) != 1)
+        return false;
+    static const unsigned char mapped[12] = {[10] = 0xff, [11] = 0xff};
+    bool v4 = memcmp(a, mapped, 12) == 0;
+    return v4 ? a[12] == 127 : memcmp(a, &in6addr_loopback, 16) == 0;
+}
+
+/* --raw relays whatever its clients send, terminal escapes and telnet commands
+ * included, between people without names: fine on a trusted network, not in public. */
+static void warn_raw(const srv_config *cfg)
+{
+    char shown[SRV_SHOWN_MAX];
+    if (cfg->raw && !loopback_only(cfg->bind))
+        srv_log(SRV_LOG_WARN, "--raw relays every byte unchanged (terminal escapes, telnet "
+                "commands) between clients without names, for trusted networks only, and "
+                "listens on %s; --bind 127.0.0.1 keeps it on this machine",
+                cfg->bind ? srv_shown(cfg->bind, shown) : "every address");
+}
+
 /* 0, or the exit code once the reason is printed. */
 static int start_listening(srv_server *s)
 {
@@ -210,7 +240,10 @@ static int start_listening(srv_server *s)
                            .on_accept_error = on_accept_error,
                        });
     if (rc) {
-        bool bad_bind = cfg->bind && (rc == -EADDRNOTAVAIL || rc == -EAFNOSUPPORT);
+        /* bind(2) says EINVAL for an address no socket here can take, such as a
+         * link-local one without its interface (fe80::1). */
+        bool bad_bind = cfg->bind && (rc == -EADDRNOTAVAIL || rc == -EAFNOSUPPORT ||
+                                      rc == -EINVAL);
         char shown[SRV_SHOWN_MAX];
         if (bad_bind)
             fprintf(stderr, "st_proactor: invalid --bind '%s' (not an address of this machine)\n",
@@ -220,6 +253,7 @@ static int start_listening(srv_server *s)
                     rc == -EADDRINUSE ? "address already in use" : px_strerror(rc));
         return bad_bind ? 2 : 1;
     }
+    warn_raw(cfg);
     return 0;
 }
 
@@ -303,7 +337,7 @@ int main(int argc, char **argv)
     case SRV_PARSE_ERROR:
         return 2;
     }
-    srv_log_set_level(s.cfg.quiet ? SRV_LOG_ERROR : s.cfg.verbose ? SRV_LOG_DEBUG : SRV_LOG_INFO);
+    srv_log_set_level(s.cfg.quiet ? SRV_LOG_WARN : s.cfg.verbose ? SRV_LOG_DEBUG : SRV_LOG_INFO);
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
     /* Before any thread exists, so that every thread inherits the mask. */

@@ -204,3 +204,64 @@ Test(startup, backend_is_logged)
               "unexpected backend line: %s", line);
     h_server_stop(&s);
 }
+
+/* Issue 17, item 8: --bind :: is every address, IPv4 included, as no --bind is; an
+ * IPv4-mapped address is that IPv4 address; an address no socket here can take (a
+ * link-local one without its interface) is a usage error naming the option. */
+static void expect_listening(const char *bind, bool v4, bool v6)
+{
+    h_server s;
+    cr_assert(h_server_start(&s, "--bind", bind, NULL), "--bind %s: no banner", bind);
+    h_proc c;
+    cr_assert_eq(h_tcp_connect(&c, "127.0.0.1", s.port), v4, "--bind %s: 127.0.0.1 %s", bind,
+                 v4 ? "refused" : "accepted");
+    if (v4)
+        h_proc_close(&c);
+    if (h_have_ipv6_loopback()) {
+        cr_assert_eq(h_tcp_connect(&c, "::1", s.port), v6, "--bind %s: ::1 %s", bind,
+                     v6 ? "refused" : "accepted");
+        if (v6)
+            h_proc_close(&c);
+    }
+    h_server_stop(&s);
+}
+
+Test(startup, bind_addresses)
+{
+    expect_listening("::", true, true);
+    expect_listening("0.0.0.0", true, false);
+    expect_listening("::ffff:127.0.0.1", true, false);
+    char out[256], err[1024];
+    int rc = h_server_run_to_exit((const char *const[]){"--port", "0", "--bind", "fe80::1",
+                                                       NULL},
+                                  out, sizeof out, err, sizeof err);
+    cr_expect_eq(rc, 2, "--bind fe80::1: exit status %d, want 2", rc);
+    cr_expect(strstr(err, "invalid --bind 'fe80::1'") != NULL, "--bind fe80::1: %s", err);
+}
+
+/* Issue 17, item 7: --raw relays control bytes between nameless clients; started
+ * beyond loopback it says so in the log, on loopback it does not. */
+static bool raw_warns(const char *bind)
+{
+    h_server s;
+    bool started = bind ? h_server_start(&s, "--raw", "--bind", bind, NULL)
+                        : h_server_start(&s, "--raw", NULL);
+    cr_assert(started, "no banner");
+    h_proc c;
+    cr_assert(h_tcp_connect(&c, "127.0.0.1", s.port));
+    bool warned = false;
+    char line[2048];
+    /* Everything logged before the first connection. */
+    while (h_read_line(&s.proc.err, line, sizeof line, H_WAIT_MS) > 0 &&
+           !strstr(line, "connected "))
+        warned |= strstr(line, " warn ") && strstr(line, "for trusted networks only");
+    h_proc_close(&c);
+    h_server_stop(&s);
+    return warned;
+}
+
+Test(startup, raw_warns_beyond_loopback)
+{
+    cr_expect(raw_warns(NULL), "--raw on every address: no warning");
+    cr_expect(!raw_warns("127.0.0.1"), "--raw on 127.0.0.1: a warning");
+}
