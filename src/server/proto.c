@@ -427,12 +427,69 @@ static size_t erase_last(const char *out, size_t len)
     return len;
 }
 
-/* Kept on purpose: U+200E/U+200F (LRM, RLM) and U+061C (ALM) are marks
- * that cannot reorder the text around them; only embeddings, overrides and
- * isolates, which can, are removed. */
-static bool is_bidi_control(uint32_t cp)
+/* Removed: bidi embeddings, overrides and isolates (they reorder the text around
+ * them; kept on purpose: U+200E/U+200F LRM, RLM and U+061C ALM, marks that cannot),
+ * the line and paragraph separators U+2028/U+2029 (a line break where the terminal
+ * shows none), tag characters U+E0000-U+E007F (invisible data) and the interlinear
+ * annotation characters U+FFF9-U+FFFB (hidden text). */
+static bool is_removed(uint32_t cp)
 {
-    return (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069);
+    return (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069) ||
+           cp == 0x2028 || cp == 0x2029 || (cp >= 0xE0000 && cp <= 0xE007F) ||
+           (cp >= 0xFFF9 && cp <= 0xFFFB);
+}
+
+bool chat_char_combining(uint32_t cp)
+{
+    return (cp >= 0x300 && cp <= 0x36F) || (cp >= 0x483 && cp <= 0x489) ||
+           (cp >= 0x591 && cp <= 0x5BD) || cp == 0x5BF || cp == 0x5C1 || cp == 0x5C2 ||
+           cp == 0x5C4 || cp == 0x5C5 || cp == 0x5C7 || (cp >= 0x610 && cp <= 0x61A) ||
+           (cp >= 0x64B && cp <= 0x65F) || cp == 0x670 || (cp >= 0x6D6 && cp <= 0x6DC) ||
+           (cp >= 0x6DF && cp <= 0x6E4) || cp == 0x6E7 || cp == 0x6E8 ||
+           (cp >= 0x6EA && cp <= 0x6ED) || (cp >= 0x1AB0 && cp <= 0x1AFF) ||
+           (cp >= 0x1DC0 && cp <= 0x1DFF) || (cp >= 0x20D0 && cp <= 0x20FF) ||
+           (cp >= 0xFE20 && cp <= 0xFE2F);
+}
+
+/* Characters that show nothing: spaces, zero-width and format characters, fillers
+ * (Hangul, Braille blank), variation selectors and lone combining marks. */
+static bool is_invisible(uint32_t cp)
+{
+    return cp == ' ' || cp == 0xA0 || cp == 0xAD || cp == 0x34F || cp == 0x61C ||
+           cp == 0x115F || cp == 0x1160 || cp == 0x17B4 || cp == 0x17B5 || cp == 0x180E ||
+           (cp >= 0x2000 && cp <= 0x200F) || cp == 0x202F || (cp >= 0x205F && cp <= 0x2064) ||
+           cp == 0x2800 || cp == 0x3000 || cp == 0x3164 || (cp >= 0xFE00 && cp <= 0xFE0F) ||
+           cp == 0xFEFF || cp == 0xFFA0 || (cp >= 0xE0100 && cp <= 0xE01EF) ||
+           chat_char_combining(cp);
+}
+
+bool chat_text_visible(const char *p, size_t n)
+{
+    const uint8_t *s = (const uint8_t *)p;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        size_t len = utf8_decode(s + i, n - i, &cp);
+        if (len == 0 || !is_invisible(cp))
+            return true; /* (invalid UTF-8 does not come out of the sanitiser) */
+        i += len;
+    }
+    return false;
+}
+
+/* How many combining marks end out[0..len) (up to CHAT_MARKS_MAX + 1). */
+static unsigned trailing_marks(const char *out, size_t len)
+{
+    unsigned marks = 0;
+    while (len > 0 && marks <= CHAT_MARKS_MAX) {
+        size_t start = erase_last(out, len);
+        uint32_t cp;
+        if (utf8_decode((const uint8_t *)out + start, len - start, &cp) == 0 ||
+            !chat_char_combining(cp))
+            break;
+        marks++;
+        len = start;
+    }
+    return marks;
 }
 
 /* Invalid input is replaced byte by byte (a truncated "E2 82" gives two
@@ -445,6 +502,7 @@ size_t chat_sanitize(const char *in, size_t n, char *out)
 {
     const uint8_t *s = (const uint8_t *)in;
     size_t i = 0, o = 0;
+    unsigned marks = 0; /* combining marks since the last other character written */
 
     while (i < n) {
         uint8_t c = s[i];
@@ -452,14 +510,17 @@ size_t chat_sanitize(const char *in, size_t n, char *out)
             i = skip_escape(s, n, i);
         } else if (c == '\t') {
             out[o++] = ' ';
+            marks = 0;
             i++;
         } else if (c == 0x08 || c == 0x7F) {
             o = erase_last(out, o);
+            marks = trailing_marks(out, o);
             i++;
         } else if (c < 0x20) {
             i++;
         } else if (c < 0x80) {
             out[o++] = (char)c;
+            marks = 0;
             i++;
         } else {
             uint32_t cp;
@@ -467,14 +528,17 @@ size_t chat_sanitize(const char *in, size_t n, char *out)
             if (len == 0) {
                 memcpy(out + o, "\xEF\xBF\xBD", 3);
                 o += 3;
+                marks = 0;
                 i++;
-            } else {
-                if (cp > 0x9F && !is_bidi_control(cp)) {
-                    memcpy(out + o, s + i, len);
-                    o += len;
-                }
-                i += len;
+                continue;
             }
+            bool mark = chat_char_combining(cp);
+            if (cp > 0x9F && !is_removed(cp) && (!mark || marks < CHAT_MARKS_MAX)) {
+                memcpy(out + o, s + i, len);
+                o += len;
+                marks = mark ? marks + 1 : 0;
+            }
+            i += len;
         }
     }
     return o;
@@ -595,10 +659,9 @@ bool chat_line_parse(const char *line, size_t len, char *clean, chat_cmd *c)
 {
     size_t n = chat_sanitize(line, len, clean);
     chat_cmd_parse(clean, n, c);
-    bool blank = true;
-    for (size_t i = 0; i < n && blank; i++)
-        blank = clean[i] == ' ';
-    return !blank && !(c->kind == CHAT_CMD_MESSAGE && !c->arg_len);
+    if (!chat_text_visible(c->arg, c->arg_len))
+        c->arg_len = 0; /* a message, action, reason or /msg text that shows nothing */
+    return chat_text_visible(clean, n) && !(c->kind == CHAT_CMD_MESSAGE && !c->arg_len);
 }
 
 bool chat_nick_valid(const char *name, size_t len)

@@ -76,11 +76,22 @@ size_t chat_frame_feed(chat_framer *f, const char *p, size_t n, chat_frame_out *
  * three bytes of U+FFFD). */
 #define CHAT_SANITIZE_MAX(n) ((n) * 3)
 
+/* Combining marks kept on one character: enough for any language's accents, not
+ * for text stacked into a tower ("Zalgo"). */
+#define CHAT_MARKS_MAX 4
+
 /* Writes the safe form of in[0..n) to out (CHAT_SANITIZE_MAX(n) bytes) and
- * returns its length: controls, escape sequences, C1 and bidi controls
- * removed, TAB to space, BS/DEL erase the previous character, invalid UTF-8
- * bytes replaced with U+FFFD, valid UTF-8 unchanged. */
+ * returns its length: controls, escape sequences, C1 and bidi controls, line and
+ * paragraph separators, tag and interlinear annotation characters removed, at most
+ * CHAT_MARKS_MAX combining marks in a row, TAB to space, BS/DEL erase the previous
+ * character, invalid UTF-8 bytes replaced with U+FFFD, valid UTF-8 unchanged. */
 size_t chat_sanitize(const char *in, size_t n, char *out);
+
+/* Whether sanitised text shows anything: false when it holds only spaces,
+ * zero-width and format characters, fillers and lone combining marks. */
+bool chat_text_visible(const char *p, size_t n);
+/* Whether cp is a combining mark of the kind chat_sanitize counts. */
+bool chat_char_combining(uint32_t cp);
 
 /* ------------------------------------------------------------------------ */
 /* Commands                                                                  */
@@ -111,8 +122,9 @@ typedef struct chat_cmd {
 void chat_cmd_parse(const char *line, size_t len, chat_cmd *out);
 
 /* Sanitises a complete line into clean (CHAT_SANITIZE_MAX(len) bytes) and
- * parses the result into c (pointing into clean).  Returns false when there
- * is nothing to act on: only blanks, or a message without text. */
+ * parses the result into c (pointing into clean); an argument that shows nothing
+ * (chat_text_visible) counts as none.  Returns false when there is nothing to act
+ * on: nothing visible, or a message without text. */
 bool chat_line_parse(const char *line, size_t len, char *clean, chat_cmd *c);
 
 /* Name rules of docs/protocol.md.  chat_nick_valid rejects names starting

@@ -1,7 +1,9 @@
 /*
  * libFuzzer target: the text sanitiser (src/server/proto.c).
  * Checks: the output fits CHAT_SANITIZE_MAX, is valid UTF-8, holds no C0 control, DEL, C1
- * control or bidi embedding/override/isolate, and sanitising it again changes nothing.
+ * control, bidi embedding/override/isolate, line or paragraph separator, tag or
+ * interlinear annotation character, never more than CHAT_MARKS_MAX combining marks in
+ * a row, and sanitising it again changes nothing.
  */
 #include "server/proto.h"
 
@@ -28,11 +30,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = chat_sanitize((const char *)data, size, out);
     check(n <= CHAT_SANITIZE_MAX(size), "output larger than CHAT_SANITIZE_MAX");
     const unsigned char *u = (const unsigned char *)out;
+    unsigned marks = 0;
     for (size_t i = 0; i < n;) {
         uint32_t cp;
         size_t k = utf8_strict_next(u + i, n - i, &cp);
         check(k > 0, "output is not valid UTF-8");
-        check(!utf8_unsafe(cp), "a control or bidi character in the output");
+        check(!utf8_unsafe(cp), "a character the sanitiser removes is in the output");
+        marks = chat_char_combining(cp) ? marks + 1 : 0;
+        check(marks <= CHAT_MARKS_MAX, "more combining marks in a row than CHAT_MARKS_MAX");
         i += k;
     }
     size_t m = chat_sanitize(out, n, again);

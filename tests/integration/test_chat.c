@@ -350,6 +350,30 @@ Test(chat, pm_echo_whole_text, .timeout = 60)
     h_server_stop_all(&s, all, 2);
 }
 
+/* Issue 17, item 6: a line that shows nothing reaches nobody (it used to arrive as a
+ * blank "<guest1> " line), and a letter under 1,000 combining marks arrives with 4. */
+Test(chat, invisible_and_heavy_unicode, .timeout = 60)
+{
+    h_server s;
+    h_proc a, b;
+    h_proc *all[] = {&a, &b};
+    char nk[2][32], want[256];
+    h_chat_start(&s, all, 2, nk, NULL);
+    cr_assert(h_send(&a, "\xe2\x80\x8b\xe2\x80\x8b\n"));  /* U+200B only */
+    cr_assert(h_send(&a, "\xe3\x85\xa4\n"));              /* U+3164 only */
+    cr_assert(h_send(&a, "/me \xe1\x85\x9f\n"));          /* /me U+115F */
+    char zalgo[1 + 2000 + 2] = "Z";
+    for (int i = 0; i < 1000; i++)
+        memcpy(zalgo + 1 + 2 * i, "\xcc\x81", 2);
+    strcpy(zalgo + 2001, "\n");
+    cr_assert(h_send(&a, zalgo));
+    snprintf(want, sizeof want, "<%s> Z\xcc\x81\xcc\x81\xcc\x81\xcc\x81\r\n", nk[0]);
+    h_expect_line(&b, want); /* the first line b gets: the invisible ones went nowhere */
+    h_expect_line(&a, "*** Error: usage: /me ACTION\r\n");
+    h_chat_relay(all, 2, 0, nk[0], "ok");
+    h_server_stop_all(&s, all, 2);
+}
+
 /* 3d. /join: leave notice in the old room, join notice in the new, "You are in", the new
  * room's history; afterwards the two rooms are separate. */
 static void join(const char *dispatch)

@@ -50,6 +50,10 @@ static inline const char *utf8_unsafe(uint32_t cp)
         return "C1 control";
     if ((cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069))
         return "bidi control";
+    if (cp == 0x2028 || cp == 0x2029)
+        return "line or paragraph separator";
+    if ((cp >= 0xE0000 && cp <= 0xE007F) || (cp >= 0xFFF9 && cp <= 0xFFFB))
+        return "tag or interlinear annotation character";
     return NULL;
 }
 

@@ -200,8 +200,8 @@ Test(proto_sanitize, bidi_controls_removed, .timeout = 10)
     CHECK("a\xe2\x80\xaa\xe2\x80\xab\xe2\x80\xac\xe2\x80\xad\xe2\x80\xaez", "az");
     CHECK("a\xe2\x81\xa6\xe2\x81\xa7\xe2\x81\xa8\xe2\x81\xa9z", "az");
     CHECK("abc\xe2\x80\xae" "fdp.exe", "abcfdp.exe");
-    /* neighbours of the ranges stay */
-    SAME("\xe2\x80\xa9\xe2\x80\xaf\xe2\x81\xa5\xe2\x81\xaa");
+    /* neighbours of the ranges stay (U+2029, the other one, goes: see below) */
+    SAME("\xe2\x80\xa7\xe2\x80\xaf\xe2\x81\xa5\xe2\x81\xaa");
 }
 
 Test(proto_sanitize, invalid_utf8_replaced_per_byte, .timeout = 10)
@@ -334,4 +334,62 @@ Test(proto_sanitize, random_safe_text_unchanged, .timeout = 10)
         size_t len = chat_sanitize(in, n, out);
         cr_assert(len == n && memcmp(in, out, n) == 0, "iteration %d: safe text changed", iter);
     }
+}
+
+/* Issue 17, item 6: line and paragraph separators (a line break the terminal does not
+ * show), tag characters (invisible data) and interlinear annotation characters (hidden
+ * text) are removed; their neighbours stay. */
+Test(proto_sanitize, separators_tags_and_annotations_removed, .timeout = 10)
+{
+    CHECK("a\xe2\x80\xa8" "b\xe2\x80\xa9" "c", "abc");             /* U+2028, U+2029 */
+    CHECK("a\xf3\xa0\x80\x81\xf3\xa0\x81\xbf" "b", "ab");        /* U+E0001, U+E007F */
+    CHECK("a\xef\xbf\xb9" "x\xef\xbf\xba" "y\xef\xbf\xbb" "b", "axyb"); /* U+FFF9-B */
+    SAME("\xf3\xa0\x84\x80\xef\xbf\xb8\xef\xbf\xbc"); /* U+E0100, U+FFF8, U+FFFC */
+}
+
+/* Issue 17, item 6: at most CHAT_MARKS_MAX combining marks on one character, however
+ * many were sent; a backspace that erases one makes room for another. */
+#define ACUTE "\xcc\x81"
+#define ACUTE4 ACUTE ACUTE ACUTE ACUTE
+Test(proto_sanitize, combining_marks_capped, .timeout = 10)
+{
+    CHECK("a" ACUTE4 ACUTE ACUTE, "a" ACUTE4);
+    CHECK("a" ACUTE4 ACUTE "b" ACUTE4 ACUTE4, "a" ACUTE4 "b" ACUTE4);
+    CHECK(ACUTE4 ACUTE4, ACUTE4); /* no base at all */
+    CHECK("a" ACUTE4 "\x08" ACUTE ACUTE, "a" ACUTE4);
+    CHECK("a" ACUTE4 "\x01" ACUTE, "a" ACUTE4); /* a removed control does not reset */
+    SAME("e\xcc\x81\xcc\x82 \xe0\xa4\x95\xe0\xa5\x8d\xe0\xa4\xb7"); /* real accents, Devanagari */
+    char *zalgo = malloc(2 + 1000 * 2);
+    cr_assert(zalgo);
+    zalgo[0] = 'Z';
+    for (int i = 0; i < 1000; i++)
+        memcpy(zalgo + 1 + 2 * i, ACUTE, 2);
+    check(zalgo, 1 + 2000, "Z" ACUTE4, 1 + 8);
+    free(zalgo);
+}
+
+/* Issue 17, item 6: a line that shows nothing is empty, and so is an argument. */
+Test(proto_sanitize, nothing_visible, .timeout = 10)
+{
+    static const char *const blank[] = {
+        "\xe2\x80\x8b",                 /* U+200B zero-width space */
+        "\xe3\x85\xa4\xe3\x85\xa4",      /* U+3164 Hangul filler */
+        "\xe1\x85\x9f",                 /* U+115F Hangul choseong filler */
+        " \xc2\xa0\xe3\x80\x80\xef\xbb\xbf", /* spaces, U+3000, U+FEFF */
+        "\xe2\xa0\x80",                 /* U+2800 Braille blank */
+        ACUTE4,                          /* marks on nothing */
+    };
+    for (size_t i = 0; i < sizeof(blank) / sizeof(blank[0]); i++) {
+        char clean[64];
+        chat_cmd c;
+        cr_assert(!chat_line_parse(blank[i], strlen(blank[i]), clean, &c), "line %zu shown", i);
+        char line[64];
+        snprintf(line, sizeof line, "/me %s", blank[i]);
+        cr_assert(chat_line_parse(line, strlen(line), clean, &c));
+        cr_assert(c.kind == CHAT_CMD_ME && c.arg_len == 0, "/me with line %zu has text", i);
+    }
+    char clean[64];
+    chat_cmd c;
+    cr_assert(chat_line_parse("\xe2\x80\x8bhi", 5, clean, &c) && c.arg_len == 5,
+              "visible text beside invisible is kept whole");
 }
