@@ -166,9 +166,8 @@ void redis_args_str(redis_args *a, const char *p)
 
 void redis_args_name(redis_args *a, const char *name)
 {
-    char key[CHAT_NICK_MAX + 1];
-    size_t n = strlen(name);
-    chat_name_lower(key, name, n > CHAT_NICK_MAX ? CHAT_NICK_MAX : n);
+    char key[CHAT_NAME_KEY_MAX + 1];
+    chat_name_key(name, strlen(name), key);
     redis_args_str(a, key);
 }
 

@@ -92,6 +92,10 @@ static void cmd_nick(chat_session *s, const chat_cmd *c)
     char name[CHAT_NICK_MAX + 1];
     memcpy(name, c->target, c->target_len);
     name[c->target_len] = '\0';
+    if (chat_nick_reserved(name, c->target_len)) {
+        chat_error(s, "the nickname %s is reserved.", name);
+        return;
+    }
     if (strcmp(s->nick, name) == 0) {
         chat_reply(s, "You are already %s.", name);
         return;

@@ -476,20 +476,49 @@ bool chat_text_visible(const char *p, size_t n)
     return false;
 }
 
-/* How many combining marks end out[0..len) (up to CHAT_MARKS_MAX + 1). */
-static unsigned trailing_marks(const char *out, size_t len)
+/* Spaces of any width. */
+static bool is_space(uint32_t cp)
 {
-    unsigned marks = 0;
-    while (len > 0 && marks <= CHAT_MARKS_MAX) {
+    return cp == ' ' || cp == 0xA0 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x202F ||
+           cp == 0x205F || cp == 0x3000;
+}
+
+/* How many characters of the kind is() end out[0..len) (up to max + 1). */
+static unsigned trailing(const char *out, size_t len, bool (*is)(uint32_t), unsigned max)
+{
+    unsigned n = 0;
+    while (len > 0 && n <= max) {
         size_t start = erase_last(out, len);
         uint32_t cp;
-        if (utf8_decode((const uint8_t *)out + start, len - start, &cp) == 0 ||
-            !chat_char_combining(cp))
+        if (utf8_decode((const uint8_t *)out + start, len - start, &cp) == 0 || !is(cp))
             break;
-        marks++;
+        n++;
         len = start;
     }
-    return marks;
+    return n;
+}
+
+/* The run limits of chat_sanitize: a character of a run that is already as long as it
+ * may be is dropped.  Only what is written counts (a removed control neither adds to a
+ * run nor ends it), so sanitising twice changes nothing. */
+typedef struct runs {
+    unsigned marks, spaces;
+} runs;
+
+static bool runs_take(runs *r, uint32_t cp)
+{
+    bool mark = chat_char_combining(cp), space = is_space(cp);
+    if ((mark && r->marks >= CHAT_MARKS_MAX) || (space && r->spaces >= CHAT_SPACES_MAX))
+        return false;
+    r->marks = mark ? r->marks + 1 : 0;
+    r->spaces = space ? r->spaces + 1 : 0;
+    return true;
+}
+
+static void runs_recount(runs *r, const char *out, size_t len)
+{
+    r->marks = trailing(out, len, chat_char_combining, CHAT_MARKS_MAX);
+    r->spaces = trailing(out, len, is_space, CHAT_SPACES_MAX);
 }
 
 /* Invalid input is replaced byte by byte (a truncated "E2 82" gives two
@@ -502,41 +531,35 @@ size_t chat_sanitize(const char *in, size_t n, char *out)
 {
     const uint8_t *s = (const uint8_t *)in;
     size_t i = 0, o = 0;
-    unsigned marks = 0; /* combining marks since the last other character written */
+    runs r = {0};
 
     while (i < n) {
         uint8_t c = s[i];
         if (c == ESC) {
             i = skip_escape(s, n, i);
-        } else if (c == '\t') {
-            out[o++] = ' ';
-            marks = 0;
-            i++;
         } else if (c == 0x08 || c == 0x7F) {
             o = erase_last(out, o);
-            marks = trailing_marks(out, o);
+            runs_recount(&r, out, o);
             i++;
-        } else if (c < 0x20) {
+        } else if (c < 0x20 && c != '\t') {
             i++;
         } else if (c < 0x80) {
-            out[o++] = (char)c;
-            marks = 0;
+            if (runs_take(&r, c == '\t' ? ' ' : c))
+                out[o++] = c == '\t' ? ' ' : (char)c;
             i++;
         } else {
             uint32_t cp;
             size_t len = utf8_decode(s + i, n - i, &cp);
             if (len == 0) {
+                runs_take(&r, 0xFFFD);
                 memcpy(out + o, "\xEF\xBF\xBD", 3);
                 o += 3;
-                marks = 0;
                 i++;
                 continue;
             }
-            bool mark = chat_char_combining(cp);
-            if (cp > 0x9F && !is_removed(cp) && (!mark || marks < CHAT_MARKS_MAX)) {
+            if (cp > 0x9F && !is_removed(cp) && runs_take(&r, cp)) {
                 memcpy(out + o, s + i, len);
                 o += len;
-                marks = mark ? marks + 1 : 0;
             }
             i += len;
         }
@@ -572,6 +595,48 @@ void chat_name_lower(char *dst, const char *src, size_t n)
     for (size_t i = 0; i < n; i++)
         dst[i] = ascii_lower(src[i]);
     dst[n] = '\0';
+}
+
+size_t chat_name_key(const char *name, size_t len, char out[CHAT_NAME_KEY_MAX + 1])
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len && o < CHAT_NAME_KEY_MAX; i++) {
+        char c = ascii_lower(name[i]);
+        char next = i + 1 < len ? ascii_lower(name[i + 1]) : '\0';
+        if ((c == 'r' && next == 'n') || (c == 'v' && next == 'v')) {
+            out[o++] = c == 'r' ? 'm' : 'w'; /* "rn" reads as "m", "vv" as "w" */
+            i++;
+        } else if (c == 'i' || c == 'l' || c == '|') {
+            out[o++] = '1';
+        } else if (c == 'o') {
+            out[o++] = '0';
+        } else {
+            out[o++] = c;
+        }
+    }
+    out[o] = '\0';
+    return o;
+}
+
+bool chat_name_alike(const char *a, size_t alen, const char *b, size_t blen)
+{
+    char ka[CHAT_NAME_KEY_MAX + 1], kb[CHAT_NAME_KEY_MAX + 1];
+    chat_name_key(a, alen, ka);
+    chat_name_key(b, blen, kb);
+    return strcmp(ka, kb) == 0;
+}
+
+bool chat_nick_reserved(const char *name, size_t len)
+{
+    /* Names users would take for the server's or its staff's (IRC services too). */
+    static const char *const reserved[] = {
+        "server", "st_proactor", "admin", "administrator", "root", "sysop", "operator",
+        "moderator", "system", "staff", "support", "nickserv", "chanserv", "services",
+    };
+    for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
+        if (chat_name_alike(name, len, reserved[i], strlen(reserved[i])))
+            return true;
+    return false;
 }
 
 bool chat_name_eq(const char *a, size_t alen, const char *b, size_t blen)
@@ -671,7 +736,9 @@ bool chat_nick_valid(const char *name, size_t len)
     for (size_t i = 1; i < len; i++)
         if (!name_char(name[i]))
             return false;
-    return !(len >= 5 && chat_name_eq(name, 5, "guest", 5));
+    char key[CHAT_NAME_KEY_MAX + 1];
+    chat_name_key(name, len, key);
+    return strncmp(key, "guest", 5) != 0; /* also "GUEST", "gue5t" is fine */
 }
 
 size_t chat_room_norm(const char *name, size_t len, char out[25])

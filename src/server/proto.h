@@ -79,12 +79,16 @@ size_t chat_frame_feed(chat_framer *f, const char *p, size_t n, chat_frame_out *
 /* Combining marks kept on one character: enough for any language's accents, not
  * for text stacked into a tower ("Zalgo"). */
 #define CHAT_MARKS_MAX 4
+/* Spaces in a row: a few for layout, not the hundreds that push text onto a line of
+ * its own where it could pass for the server's ("hi" + 200 spaces + "*** ..."). */
+#define CHAT_SPACES_MAX 3
 
 /* Writes the safe form of in[0..n) to out (CHAT_SANITIZE_MAX(n) bytes) and
  * returns its length: controls, escape sequences, C1 and bidi controls, line and
  * paragraph separators, tag and interlinear annotation characters removed, at most
- * CHAT_MARKS_MAX combining marks in a row, TAB to space, BS/DEL erase the previous
- * character, invalid UTF-8 bytes replaced with U+FFFD, valid UTF-8 unchanged. */
+ * CHAT_MARKS_MAX combining marks and CHAT_SPACES_MAX spaces (of any width) in a row,
+ * TAB to space, BS/DEL erase the previous character, invalid UTF-8 bytes replaced with
+ * U+FFFD, valid UTF-8 unchanged. */
 size_t chat_sanitize(const char *in, size_t n, char *out);
 
 /* Whether sanitised text shows anything: false when it holds only spaces,
@@ -137,6 +141,19 @@ size_t chat_room_norm(const char *name, size_t len, char out[25]);
 /* Writes src[0..n) in ASCII lower case, then a NUL, to dst (n + 1 bytes): the key
  * under which a name is looked up. */
 void chat_name_lower(char *dst, const char *src, size_t n);
+
+/* The key under which a nickname is unique: lower case, with the characters that look
+ * alike folded together (I, l, 1 and | as 1; O and 0 as 0; "rn" as m; "vv" as w), so
+ * that "aIice" is taken while "alice" is there.  Letters fold into digits, not the other
+ * way, so that a guest name (guest17) is its own key, as the cluster's Lua scripts,
+ * which make guest names, write it.  Returns its length. */
+#define CHAT_NAME_KEY_MAX 16
+size_t chat_name_key(const char *name, size_t len, char out[CHAT_NAME_KEY_MAX + 1]);
+/* Whether two names have one key (chat_name_key). */
+bool chat_name_alike(const char *a, size_t alen, const char *b, size_t blen);
+/* Whether name looks like one of the server's or its staff's (server, admin, NickServ,
+ * ...): nobody may take it. */
+bool chat_nick_reserved(const char *name, size_t len);
 
 /* Case-insensitive (ASCII) comparison of names. */
 bool chat_name_eq(const char *a, size_t alen, const char *b, size_t blen);

@@ -11,10 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A name (its key: lower case) and who has it. */
+/* A name (its key: chat_name_key, so look-alikes collide) and who has it. */
 typedef struct nick_entry {
     chat_strmap_node node;
-    char key[CHAT_NICK_MAX + 1];
+    char key[CHAT_NAME_KEY_MAX + 1];
     chat_session *s;
     bool hidden; /* a rename under way: nobody can take it, nobody reaches it */
 } nick_entry;
@@ -51,8 +51,8 @@ void chat_registry_fini(void)
 /* Under registry_lock. */
 static nick_entry *nick_find(const char *name, size_t len)
 {
-    char key[CHAT_NICK_MAX + 1];
-    chat_name_lower(key, name, len);
+    char key[CHAT_NAME_KEY_MAX + 1];
+    chat_name_key(name, len, key);
     return (nick_entry *)*chat_strmap_slot(&nicks, key);
 }
 
@@ -61,7 +61,7 @@ static int nick_add(const char *name, size_t len, chat_session *s, bool hidden)
     nick_entry *e = malloc(sizeof(*e));
     if (!e)
         return -ENOMEM;
-    chat_name_lower(e->key, name, len);
+    chat_name_key(name, len, e->key);
     if (*chat_strmap_slot(&nicks, e->key)) {
         free(e);
         return -EEXIST;
@@ -76,8 +76,8 @@ static int nick_add(const char *name, size_t len, chat_session *s, bool hidden)
 /* Removes name if s holds it. */
 static void nick_del(const char *name, const chat_session *s)
 {
-    char key[CHAT_NICK_MAX + 1];
-    chat_name_lower(key, name, strlen(name));
+    char key[CHAT_NAME_KEY_MAX + 1];
+    chat_name_key(name, strlen(name), key);
     chat_strmap_node **slot = chat_strmap_slot(&nicks, key);
     nick_entry *e = (nick_entry *)*slot;
     if (e && e->s == s) {
@@ -158,7 +158,7 @@ int chat_registry_reserve(chat_session *s, const char *name)
     pthread_mutex_lock(&registry_lock);
     /* The old name stays until the rename is done; a new spelling of the same name
      * needs no second entry. */
-    if (!chat_name_eq(s->nick, strlen(s->nick), name, len))
+    if (!chat_name_alike(s->nick, strlen(s->nick), name, len))
         rc = nick_add(name, len, s, true);
     if (rc == 0)
         snprintf(s->reserved, sizeof(s->reserved), "%s", name);
@@ -173,7 +173,7 @@ void chat_registry_rename(chat_session *s, char old[CHAT_NICK_MAX + 1])
     nick_entry *e = nick_find(s->reserved, strlen(s->reserved));
     if (e && e->s == s)
         e->hidden = false; /* reachable under its new name from now on */
-    if (!chat_name_eq(old, strlen(old), s->reserved, strlen(s->reserved)))
+    if (!chat_name_alike(old, strlen(old), s->reserved, strlen(s->reserved)))
         nick_del(old, s);
     strcpy(s->nick, s->reserved);
     s->reserved[0] = '\0';
@@ -183,7 +183,7 @@ void chat_registry_rename(chat_session *s, char old[CHAT_NICK_MAX + 1])
 void chat_registry_unreserve(chat_session *s)
 {
     pthread_mutex_lock(&registry_lock);
-    if (s->reserved[0] && !chat_name_eq(s->nick, strlen(s->nick), s->reserved,
+    if (s->reserved[0] && !chat_name_alike(s->nick, strlen(s->nick), s->reserved,
                                         strlen(s->reserved)))
         nick_del(s->reserved, s);
     s->reserved[0] = '\0';

@@ -2,7 +2,10 @@
  * libFuzzer target: the command parser and name rules (src/server/proto.c).
  * Checks: every pointer the parser returns lies inside the line, arguments carry no
  * leading or trailing blanks, room names normalise to at most 24 lower-case bytes and
- * normalising again changes nothing, and name comparison is reflexive and symmetric.
+ * normalising again changes nothing, name comparison is reflexive and symmetric, a
+ * name's key (look-alikes folded) is lower-case, no longer than the name and its own
+ * key, names alike are alike both ways and have one key, and a valid nickname's key
+ * never starts with "guest".
  */
 #include "server/proto.h"
 
@@ -59,6 +62,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check(chat_name_eq(line, half, line + half, size - half) ==
               chat_name_eq(line + half, size - half, line, half),
           "name comparison is not symmetric");
+    char key[CHAT_NAME_KEY_MAX + 1], key2[CHAT_NAME_KEY_MAX + 1];
+    size_t kl = chat_name_key(line, size < 64 ? size : 64, key);
+    check(kl <= CHAT_NAME_KEY_MAX && kl <= size && strlen(key) <= kl, "key too long");
+    for (size_t i = 0; i < kl; i++)
+        check(!(key[i] >= 'A' && key[i] <= 'Z'), "key not lower-case");
+    if (strlen(key) == kl) { /* no NUL inside */
+        size_t kl2 = chat_name_key(key, kl, key2);
+        check(kl2 <= kl, "a key's key is longer");
+    }
+    bool alike = chat_name_alike(line, half, line + half, size - half);
+    check(alike == chat_name_alike(line + half, size - half, line, half),
+          "look-alike comparison is not symmetric");
+    check(chat_name_alike(line, size, line, size), "a name does not look like itself");
+    if (chat_nick_valid(line, size))
+        check(strncmp(key, "guest", 5) != 0, "a valid nickname that looks like a guest's");
+    (void)chat_nick_reserved(line, size);
     free(line);
     return 0;
 }

@@ -2,8 +2,8 @@
  * libFuzzer target: the text sanitiser (src/server/proto.c).
  * Checks: the output fits CHAT_SANITIZE_MAX, is valid UTF-8, holds no C0 control, DEL, C1
  * control, bidi embedding/override/isolate, line or paragraph separator, tag or
- * interlinear annotation character, never more than CHAT_MARKS_MAX combining marks in
- * a row, and sanitising it again changes nothing.
+ * interlinear annotation character, never more than CHAT_MARKS_MAX combining marks nor
+ * CHAT_SPACES_MAX ASCII spaces in a row, and sanitising it again changes nothing.
  */
 #include "server/proto.h"
 
@@ -30,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = chat_sanitize((const char *)data, size, out);
     check(n <= CHAT_SANITIZE_MAX(size), "output larger than CHAT_SANITIZE_MAX");
     const unsigned char *u = (const unsigned char *)out;
-    unsigned marks = 0;
+    unsigned marks = 0, spaces = 0;
     for (size_t i = 0; i < n;) {
         uint32_t cp;
         size_t k = utf8_strict_next(u + i, n - i, &cp);
@@ -38,6 +38,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check(!utf8_unsafe(cp), "a character the sanitiser removes is in the output");
         marks = chat_char_combining(cp) ? marks + 1 : 0;
         check(marks <= CHAT_MARKS_MAX, "more combining marks in a row than CHAT_MARKS_MAX");
+        spaces = cp == ' ' ? spaces + 1 : 0;
+        check(spaces <= CHAT_SPACES_MAX, "more spaces in a row than CHAT_SPACES_MAX");
         i += k;
     }
     size_t m = chat_sanitize(out, n, again);

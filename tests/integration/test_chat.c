@@ -374,6 +374,38 @@ Test(chat, invisible_and_heavy_unicode, .timeout = 60)
     h_server_stop_all(&s, all, 2);
 }
 
+/* Issue 17, item 5: server lines cannot be forged with a wrap of spaces, and names that
+ * look like another's or like the server's cannot be taken. */
+Test(chat, forgery_and_lookalike_names, .timeout = 60)
+{
+    h_server s;
+    h_proc a, b;
+    h_proc *all[] = {&a, &b};
+    char nk[2][32], want[512];
+    h_chat_start(&s, all, 2, nk, NULL);
+    cr_assert(h_send(&a, "/nick alice\n"));
+    h_expect_line(&a, "*** You are now known as alice.\r\n");
+    snprintf(want, sizeof want, "*** %s is now known as alice.\r\n", nk[0]);
+    h_expect_line(&b, want);
+    static const char *const refused[][2] = {
+        {"/nick aIice\n", "*** Error: the nickname aIice is taken.\r\n"},
+        {"/nick a1ice\n", "*** Error: the nickname a1ice is taken.\r\n"},
+        {"/nick Server\n", "*** Error: the nickname Server is reserved.\r\n"},
+        {"/nick NickServ\n", "*** Error: the nickname NickServ is reserved.\r\n"},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        cr_assert(h_send(&b, refused[i][0]));
+        h_expect_line(&b, refused[i][1]);
+    }
+    char line[400] = "hi";
+    memset(line + 2, ' ', 200);
+    strcpy(line + 202, "*** alice has left (quit: bye).\n");
+    cr_assert(h_send(&b, line));
+    snprintf(want, sizeof want, "<%s> hi   *** alice has left (quit: bye).\r\n", nk[1]);
+    h_expect_line(&a, want);
+    h_server_stop_all(&s, all, 2);
+}
+
 /* 3d. /join: leave notice in the old room, join notice in the new, "You are in", the new
  * room's history; afterwards the two rooms are separate. */
 static void join(const char *dispatch)

@@ -275,3 +275,38 @@ Test(proto_cmd, name_eq, .timeout = 10)
     cr_assert(!chat_name_eq("\xc3\xa9", 2, "\xc3\x89", 2));
     cr_assert(chat_name_eq("bobX", 3, "BOBY", 3));
 }
+
+/* Issue 17, item 5: names that look alike are one name (aIice beside alice, b0b beside
+ * bob, rn for m), and the server's and its staff's names are nobody's. */
+Test(proto_cmd, name_keys_and_lookalikes, .timeout = 10)
+{
+    static const char *const alike[][2] = {
+        {"alice", "aIice"}, {"alice", "a1ice"}, {"ALICE", "alice"}, {"bob", "b0b"},
+        {"Oscar", "0scar"}, {"modern", "modem"}, {"vvilma", "wilma"}, {"Bill", "b1ll"},
+    };
+    static const char *const unlike[][2] = {
+        {"alice", "alicia"}, {"bob", "bobo"}, {"ana", "anna"}, {"rn", "r"}, {"ab", "ba"},
+    };
+    for (size_t i = 0; i < sizeof alike / sizeof alike[0]; i++)
+        cr_assert(chat_name_alike(alike[i][0], strlen(alike[i][0]), alike[i][1],
+                                  strlen(alike[i][1])),
+                  "%s and %s should look alike", alike[i][0], alike[i][1]);
+    for (size_t i = 0; i < sizeof unlike / sizeof unlike[0]; i++)
+        cr_assert(!chat_name_alike(unlike[i][0], strlen(unlike[i][0]), unlike[i][1],
+                                   strlen(unlike[i][1])),
+                  "%s and %s should differ", unlike[i][0], unlike[i][1]);
+    char key[CHAT_NAME_KEY_MAX + 1];
+    cr_assert_eq(chat_name_key("M0dern-IL1", 10, key), 9);
+    cr_assert_str_eq(key, "m0dem-111");
+    /* Guest names are their own keys: the cluster's scripts make them, with no folding. */
+    cr_assert_eq(chat_name_key("guest1017", 9, key), 9);
+    cr_assert_str_eq(key, "guest1017");
+    static const char *const reserved[] = {"Server", "admin", "Adm1n", "NickServ", "st_proactor",
+                                           "ROOT", "sysop", "Moderator", "ChanServ"};
+    for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++)
+        cr_assert(chat_nick_reserved(reserved[i], strlen(reserved[i])), "%s not reserved",
+                  reserved[i]);
+    cr_assert(!chat_nick_reserved("servers", 7) && !chat_nick_reserved("alice", 5));
+    cr_assert(chat_nick_valid("GUE5T", 5), "gue5t is not guest");
+    cr_assert(!chat_nick_valid("GUEST5", 6));
+}

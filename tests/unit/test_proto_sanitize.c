@@ -315,7 +315,8 @@ Test(proto_sanitize, random_buffers_properties, .timeout = 10)
     }
 }
 
-/* Input that is already safe is never touched. */
+/* Input that is already safe (no more than CHAT_SPACES_MAX spaces in a row) is never
+ * touched. */
 Test(proto_sanitize, random_safe_text_unchanged, .timeout = 10)
 {
     static const char *const chars[] = {
@@ -326,8 +327,13 @@ Test(proto_sanitize, random_safe_text_unchanged, .timeout = 10)
     char in[256], out[CHAT_SANITIZE_MAX(256)];
     for (int iter = 0; iter < 5000; iter++) {
         size_t n = 0, want = rng_next(&seed) % 60;
+        unsigned spaces = 0;
         for (size_t k = 0; k < want; k++) {
             const char *c = chars[rng_next(&seed) % (sizeof chars / sizeof chars[0])];
+            bool space = strcmp(c, " ") == 0 || strcmp(c, "\xc2\xa0") == 0;
+            if (space && spaces == CHAT_SPACES_MAX)
+                c = "a", space = false;
+            spaces = space ? spaces + 1 : 0;
             memcpy(in + n, c, strlen(c));
             n += strlen(c);
         }
@@ -392,4 +398,23 @@ Test(proto_sanitize, nothing_visible, .timeout = 10)
     chat_cmd c;
     cr_assert(chat_line_parse("\xe2\x80\x8bhi", 5, clean, &c) && c.arg_len == 5,
               "visible text beside invisible is kept whole");
+}
+
+/* Issue 17, item 5: "hi" + 200 spaces + "*** guest2 has left (quit: bye)." wrapped on an
+ * 80-column terminal to a line that starts with "***": runs of spaces, of any width,
+ * keep CHAT_SPACES_MAX. */
+Test(proto_sanitize, space_runs_capped, .timeout = 10)
+{
+    CHECK("a     b", "a   b");
+    CHECK("a\t\t\t\t\tb", "a   b");
+    /* U+00A0, U+3000, U+2003 */
+    CHECK("a \xc2\xa0\xe3\x80\x80\xe2\x80\x83 b", "a \xc2\xa0\xe3\x80\x80" "b");
+    CHECK("a   \x01 b", "a   b"); /* a removed control does not end the run */
+    CHECK("a   \x08  b", "a   b"); /* a backspace makes room for one more */
+    SAME("a   b   c");
+    char in[300] = "hi";
+    memset(in + 2, ' ', 200);
+    strcpy(in + 202, "*** guest2 has left (quit: bye).");
+    check(in, strlen(in), "hi   *** guest2 has left (quit: bye).",
+          strlen("hi   *** guest2 has left (quit: bye)."));
 }
