@@ -54,7 +54,7 @@ static int open_listen_socket(const px_listen_opts *o)
     char port[8];
     snprintf(port, sizeof(port), "%u", (unsigned)o->port);
     int backlog = o->backlog > 0 ? o->backlog : SOMAXCONN;
-    bool any = !o->host || !*o->host;
+    bool any = !o->host || !*o->host || strcmp(o->host, "::") == 0;
     struct addrinfo hints = {
         .ai_flags = AI_PASSIVE | AI_NUMERICSERV,
         .ai_family = any ? AF_INET6 : AF_UNSPEC,

@@ -455,12 +455,7 @@ bool chat_char_combining(uint32_t cp)
  * (Hangul, Braille blank), variation selectors and lone combining marks. */
 static bool is_invisible(uint32_t cp)
 {
-    return cp == ' ' || cp == 0xA0 || cp == 0xAD || cp == 0x34F || cp == 0x61C ||
-           cp == 0x115F || cp == 0x1160 || cp == 0x17B4 || cp == 0x17B5 || cp == 0x180E ||
-           (cp >= 0x2000 && cp <= 0x200F) || cp == 0x202F || (cp >= 0x205F && cp <= 0x2064) ||
-           cp == 0x2800 || cp == 0x3000 || cp == 0x3164 || (cp >= 0xFE00 && cp <= 0xFE0F) ||
-           cp == 0xFEFF || cp == 0xFFA0 || (cp >= 0xE0100 && cp <= 0xE01EF) ||
-           chat_char_combining(cp);
+    return chat_char_space(cp) || chat_char_zero_width(cp) || chat_char_combining(cp);
 }
 
 bool chat_text_visible(const char *p, size_t n)
@@ -476,49 +471,75 @@ bool chat_text_visible(const char *p, size_t n)
     return false;
 }
 
-/* Spaces of any width. */
-static bool is_space(uint32_t cp)
+bool chat_char_space(uint32_t cp)
 {
-    return cp == ' ' || cp == 0xA0 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x202F ||
-           cp == 0x205F || cp == 0x3000;
+    return cp == ' ' || cp == 0xA0 || cp == 0x115F || cp == 0x1160 || cp == 0x1680 ||
+           (cp >= 0x2000 && cp <= 0x200A) || cp == 0x202F || cp == 0x205F || cp == 0x2800 ||
+           cp == 0x3000 || cp == 0x3164 || cp == 0xFFA0;
 }
 
-/* How many characters of the kind is() end out[0..len) (up to max + 1). */
-static unsigned trailing(const char *out, size_t len, bool (*is)(uint32_t), unsigned max)
+bool chat_char_zero_width(uint32_t cp)
+{
+    return cp == 0xAD || cp == 0x34F || cp == 0x61C || cp == 0x17B4 || cp == 0x17B5 ||
+           cp == 0x180E || (cp >= 0x200B && cp <= 0x200F) || (cp >= 0x2060 && cp <= 0x2064) ||
+           (cp >= 0xFE00 && cp <= 0xFE0F) || cp == 0xFEFF || (cp >= 0xE0100 && cp <= 0xE01EF);
+}
+
+/* How many characters of the kind counted() end out[0..len), passing over those of
+ * the kind skipped() (up to max + 1). */
+static unsigned trailing(const char *out, size_t len, bool (*counted)(uint32_t),
+                         bool (*skipped)(uint32_t), unsigned max)
 {
     unsigned n = 0;
     while (len > 0 && n <= max) {
         size_t start = erase_last(out, len);
         uint32_t cp;
-        if (utf8_decode((const uint8_t *)out + start, len - start, &cp) == 0 || !is(cp))
+        if (utf8_decode((const uint8_t *)out + start, len - start, &cp) == 0)
             break;
-        n++;
+        if (counted(cp))
+            n++;
+        else if (!skipped(cp))
+            break;
         len = start;
     }
     return n;
 }
 
+static bool zero_width_or_mark(uint32_t cp)
+{
+    return chat_char_zero_width(cp) || chat_char_combining(cp);
+}
+
 /* The run limits of chat_sanitize: a character of a run that is already as long as it
  * may be is dropped.  Only what is written counts (a removed control neither adds to a
- * run nor ends it), so sanitising twice changes nothing. */
+ * run nor ends it), so sanitising twice changes nothing; nor do characters without
+ * width (zero-width ones between spaces, marks on them) end a run of spaces, or
+ * zero-width ones a run of marks. */
 typedef struct runs {
     unsigned marks, spaces;
 } runs;
 
 static bool runs_take(runs *r, uint32_t cp)
 {
-    bool mark = chat_char_combining(cp), space = is_space(cp);
+    bool mark = chat_char_combining(cp), space = chat_char_space(cp);
+    bool zero = chat_char_zero_width(cp);
     if ((mark && r->marks >= CHAT_MARKS_MAX) || (space && r->spaces >= CHAT_SPACES_MAX))
         return false;
-    r->marks = mark ? r->marks + 1 : 0;
-    r->spaces = space ? r->spaces + 1 : 0;
+    if (mark)
+        r->marks++;
+    else if (!zero)
+        r->marks = 0;
+    if (space)
+        r->spaces++;
+    else if (!zero && !mark)
+        r->spaces = 0;
     return true;
 }
 
 static void runs_recount(runs *r, const char *out, size_t len)
 {
-    r->marks = trailing(out, len, chat_char_combining, CHAT_MARKS_MAX);
-    r->spaces = trailing(out, len, is_space, CHAT_SPACES_MAX);
+    r->marks = trailing(out, len, chat_char_combining, chat_char_zero_width, CHAT_MARKS_MAX);
+    r->spaces = trailing(out, len, chat_char_space, zero_width_or_mark, CHAT_SPACES_MAX);
 }
 
 /* Invalid input is replaced byte by byte (a truncated "E2 82" gives two

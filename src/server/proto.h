@@ -79,8 +79,9 @@ size_t chat_frame_feed(chat_framer *f, const char *p, size_t n, chat_frame_out *
 /* Combining marks kept on one character: enough for any language's accents, not
  * for text stacked into a tower ("Zalgo"). */
 #define CHAT_MARKS_MAX 4
-/* Spaces in a row: a few for layout, not the hundreds that push text onto a line of
- * its own where it could pass for the server's ("hi" + 200 spaces + "*** ..."). */
+/* Blanks in a row (of any width, with characters of no width between them): a few for
+ * layout, not the hundreds that push text onto a line of its own where it could pass
+ * for the server's ("hi" + 200 spaces + "*** ..."). */
 #define CHAT_SPACES_MAX 3
 
 /* Writes the safe form of in[0..n) to out (CHAT_SANITIZE_MAX(n) bytes) and
@@ -94,8 +95,12 @@ size_t chat_sanitize(const char *in, size_t n, char *out);
 /* Whether sanitised text shows anything: false when it holds only spaces,
  * zero-width and format characters, fillers and lone combining marks. */
 bool chat_text_visible(const char *p, size_t n);
-/* Whether cp is a combining mark of the kind chat_sanitize counts. */
+/* The kinds of character chat_sanitize counts in runs: combining marks; blanks that
+ * take room (spaces of any width, Hangul fillers, the Braille blank); characters
+ * without width (zero-width spaces and joiners, variation selectors, soft hyphen). */
 bool chat_char_combining(uint32_t cp);
+bool chat_char_space(uint32_t cp);
+bool chat_char_zero_width(uint32_t cp);
 
 /* ------------------------------------------------------------------------ */
 /* Commands                                                                  */

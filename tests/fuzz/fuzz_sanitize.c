@@ -3,7 +3,8 @@
  * Checks: the output fits CHAT_SANITIZE_MAX, is valid UTF-8, holds no C0 control, DEL, C1
  * control, bidi embedding/override/isolate, line or paragraph separator, tag or
  * interlinear annotation character, never more than CHAT_MARKS_MAX combining marks nor
- * CHAT_SPACES_MAX ASCII spaces in a row, and sanitising it again changes nothing.
+ * CHAT_SPACES_MAX blanks in a row (characters of no width between them not ending the
+ * run), and sanitising it again changes nothing.
  */
 #include "server/proto.h"
 
@@ -36,10 +37,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t k = utf8_strict_next(u + i, n - i, &cp);
         check(k > 0, "output is not valid UTF-8");
         check(!utf8_unsafe(cp), "a character the sanitiser removes is in the output");
-        marks = chat_char_combining(cp) ? marks + 1 : 0;
+        marks = chat_char_combining(cp) ? marks + 1 : chat_char_zero_width(cp) ? marks : 0;
         check(marks <= CHAT_MARKS_MAX, "more combining marks in a row than CHAT_MARKS_MAX");
-        spaces = cp == ' ' ? spaces + 1 : 0;
-        check(spaces <= CHAT_SPACES_MAX, "more spaces in a row than CHAT_SPACES_MAX");
+        if (chat_char_space(cp))
+            spaces++;
+        else if (!chat_char_zero_width(cp) && !chat_char_combining(cp))
+            spaces = 0;
+        check(spaces <= CHAT_SPACES_MAX, "more blanks in a row than CHAT_SPACES_MAX");
         i += k;
     }
     size_t m = chat_sanitize(out, n, again);

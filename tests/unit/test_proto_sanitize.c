@@ -331,9 +331,10 @@ Test(proto_sanitize, random_safe_text_unchanged, .timeout = 10)
         for (size_t k = 0; k < want; k++) {
             const char *c = chars[rng_next(&seed) % (sizeof chars / sizeof chars[0])];
             bool space = strcmp(c, " ") == 0 || strcmp(c, "\xc2\xa0") == 0;
+            bool zero = strcmp(c, "\xe2\x80\x8e") == 0; /* LRM: no width, no end of a run */
             if (space && spaces == CHAT_SPACES_MAX)
                 c = "a", space = false;
-            spaces = space ? spaces + 1 : 0;
+            spaces = space ? spaces + 1 : zero ? spaces : 0;
             memcpy(in + n, c, strlen(c));
             n += strlen(c);
         }
@@ -412,6 +413,17 @@ Test(proto_sanitize, space_runs_capped, .timeout = 10)
     CHECK("a   \x01 b", "a   b"); /* a removed control does not end the run */
     CHECK("a   \x08  b", "a   b"); /* a backspace makes room for one more */
     SAME("a   b   c");
+    /* Blanks that take room count as spaces, characters of no width between them do
+     * not break the run (review of the first version: " " + U+200B a hundred times,
+     * or U+2800, U+3164, kept every blank). */
+    CHECK("a \xe2\x80\x8b \xe2\x80\x8b \xe2\x80\x8b \xe2\x80\x8b b",
+          "a \xe2\x80\x8b \xe2\x80\x8b \xe2\x80\x8b\xe2\x80\x8b" "b");
+    CHECK("a\xe2\xa0\x80\xe2\xa0\x80\xe2\xa0\x80\xe2\xa0\x80" "b",
+          "a\xe2\xa0\x80\xe2\xa0\x80\xe2\xa0\x80" "b");  /* U+2800 */
+    CHECK("a\xe3\x85\xa4\xe3\x85\xa4 \xe3\x85\xa4" "b",
+          "a\xe3\x85\xa4\xe3\x85\xa4 " "b");                /* U+3164 */
+    CHECK("a \xef\xb8\x8f \xef\xb8\x8f \xef\xb8\x8f \xef\xb8\x8f" "b",
+          "a \xef\xb8\x8f \xef\xb8\x8f \xef\xb8\x8f\xef\xb8\x8f" "b"); /* U+FE0F */
     char in[300] = "hi";
     memset(in + 2, ' ', 200);
     strcpy(in + 202, "*** guest2 has left (quit: bye).");
