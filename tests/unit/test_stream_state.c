@@ -69,18 +69,40 @@ static px_stream *open_stuck(px_loop *loop, int sv[2], tc_sink *k)
     return s;
 }
 
+/* A running loop with a stuck stream (open_stuck), and its end. */
+typedef struct stuck {
+    px_loop *loop;
+    tc_runner r;
+    int sv[2];
+    tc_sink k;
+    px_stream *s;
+} stuck;
+
+static void stuck_start(stuck *t, px_executor ex, const px_loop_opts *opts)
+{
+    t->loop = tc_loop_new(ex, opts);
+    tc_runner_start(&t->r, t->loop);
+    t->s = open_stuck(t->loop, t->sv, &t->k);
+}
+
+static void stuck_finish(stuck *t)
+{
+    close(t->sv[1]);
+    tc_runner_finish(&t->r);
+    px_stream_release(t->s);
+    tc_assert_no_failures();
+}
+
 /* OPEN -> DRAINING -> (CLOSING -> CLOSED) -> FINAL, cause 0: a graceful close
  * with bytes queued waits for the peer to take them. */
 TC_EXEC_PARAMS(stream_state, graceful_close_drains)
 
 ParameterizedTest(px_executor *ex, stream_state, graceful_close_drains, .timeout = 30)
 {
-    px_loop *loop = tc_loop_new(*ex, NULL);
-    tc_runner r;
-    tc_runner_start(&r, loop);
-    int sv[2];
-    tc_sink k;
-    px_stream *s = open_stuck(loop, sv, &k);
+    stuck t;
+    stuck_start(&t, *ex, NULL);
+    px_loop *loop = t.loop;
+    px_stream *s = t.s;
 
     px_stream_close(s);
     /* Refused from the moment close returns, whatever the loop has done. */
@@ -90,70 +112,49 @@ ParameterizedTest(px_executor *ex, stream_state, graceful_close_drains, .timeout
     cr_assert_eq(px_stream_send(s, b), -EPIPE);
     px_buf_release(b);
     cr_assert_eq(state_now(loop, s), PX_ST_DRAINING, "bytes queued: the close drains them");
-    cr_assert_eq(atomic_load(&k.closes), 0);
+    cr_assert_eq(atomic_load(&t.k.closes), 0);
 
     char *got = malloc(QUEUED_BYTES);
     cr_assert_not_null(got);
-    cr_assert_eq(tc_read_exact(sv[1], got, QUEUED_BYTES, 10000, NULL), 0);
+    cr_assert_eq(tc_read_exact(t.sv[1], got, QUEUED_BYTES, 10000, NULL), 0);
     cr_assert_eq(tc_check_fill(got, QUEUED_BYTES, 7, 0), QUEUED_BYTES);
     free(got);
-    cr_assert_eq(tc_read_eof(sv[1], 10000, false), 0);
-    cr_assert(tc_wait_ge(&k.closes, 1, 10000), "no on_close");
-    cr_assert_eq(atomic_load(&k.cause), 0);
+    cr_assert_eq(tc_read_eof(t.sv[1], 10000, false), 0);
+    cr_assert(tc_wait_ge(&t.k.closes, 1, 10000), "no on_close");
+    cr_assert_eq(atomic_load(&t.k.cause), 0);
     cr_assert_eq(state_now(loop, s), PX_ST_FINAL);
     cr_assert_eq(s->fd, -1);
 
-    close(sv[1]);
-    tc_runner_finish(&r);
-    px_stream_release(s);
-    cr_assert_eq(atomic_load(&k.closes), 1);
-    tc_assert_no_failures();
+    stuck_finish(&t);
+    cr_assert_eq(atomic_load(&t.k.closes), 1);
 }
 
 /* DRAINING -> CLOSING on an abort: shut rises to ABORT, the cause says so. */
 Test(stream_state, abort_while_draining, .timeout = 30)
 {
-    px_loop *loop = tc_loop_new(PX_EXEC_POOL, NULL);
-    tc_runner r;
-    tc_runner_start(&r, loop);
-    int sv[2];
-    tc_sink k;
-    px_stream *s = open_stuck(loop, sv, &k);
-
-    px_stream_close(s);
-    cr_assert_eq(state_now(loop, s), PX_ST_DRAINING);
-    px_stream_abort(s);
-    cr_assert_eq(shut_now(s), PX_SHUT_ABORT);
-    cr_assert(tc_wait_ge(&k.closes, 1, 10000), "no on_close after abort");
-    cr_assert_eq(atomic_load(&k.cause), -ECONNABORTED);
-    cr_assert_eq(state_now(loop, s), PX_ST_FINAL);
-
-    close(sv[1]);
-    tc_runner_finish(&r);
-    px_stream_release(s);
-    tc_assert_no_failures();
+    stuck t;
+    stuck_start(&t, PX_EXEC_POOL, NULL);
+    px_stream_close(t.s);
+    cr_assert_eq(state_now(t.loop, t.s), PX_ST_DRAINING);
+    px_stream_abort(t.s);
+    cr_assert_eq(shut_now(t.s), PX_SHUT_ABORT);
+    cr_assert(tc_wait_ge(&t.k.closes, 1, 10000), "no on_close after abort");
+    cr_assert_eq(atomic_load(&t.k.cause), -ECONNABORTED);
+    cr_assert_eq(state_now(t.loop, t.s), PX_ST_FINAL);
+    stuck_finish(&t);
 }
 
 /* DRAINING -> CLOSING when the linger timer expires: -ETIMEDOUT. */
 Test(stream_state, linger_expires, .timeout = 30)
 {
-    px_loop *loop = tc_loop_new(PX_EXEC_POOL, &(px_loop_opts){.linger_ms = 200});
-    tc_runner r;
-    tc_runner_start(&r, loop);
-    int sv[2];
-    tc_sink k;
-    px_stream *s = open_stuck(loop, sv, &k);
-
-    px_stream_close(s);
-    cr_assert_eq(state_now(loop, s), PX_ST_DRAINING);
-    cr_assert(tc_wait_ge(&k.closes, 1, 10000), "no on_close after the linger time");
-    cr_assert_eq(atomic_load(&k.cause), -ETIMEDOUT);
-    cr_assert_eq(state_now(loop, s), PX_ST_FINAL);
-
-    close(sv[1]);
-    tc_runner_finish(&r);
-    px_stream_release(s);
-    tc_assert_no_failures();
+    stuck t;
+    stuck_start(&t, PX_EXEC_POOL, &(px_loop_opts){.linger_ms = 200});
+    px_stream_close(t.s);
+    cr_assert_eq(state_now(t.loop, t.s), PX_ST_DRAINING);
+    cr_assert(tc_wait_ge(&t.k.closes, 1, 10000), "no on_close after the linger time");
+    cr_assert_eq(atomic_load(&t.k.cause), -ETIMEDOUT);
+    cr_assert_eq(state_now(t.loop, t.s), PX_ST_FINAL);
+    stuck_finish(&t);
 }
 
 /* ---- px_stream_keep outside on_data ---- */
